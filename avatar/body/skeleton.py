@@ -1,0 +1,54 @@
+"""SMPL-X skeleton constants: joint names, parents, and the SMPL-X -> Anny bone map."""
+
+from __future__ import annotations
+
+SMPLX_JOINT_NAMES: tuple[str, ...] = (
+    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
+    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
+    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "jaw", "left_eye", "right_eye",
+    *[f"left_{f}{i}" for f in ("index", "middle", "pinky", "ring", "thumb") for i in (1, 2, 3)],
+    *[f"right_{f}{i}" for f in ("index", "middle", "pinky", "ring", "thumb") for i in (1, 2, 3)],
+)
+JOINT_INDEX = {n: i for i, n in enumerate(SMPLX_JOINT_NAMES)}
+
+SMPLX_PARENTS: tuple[int, ...] = (
+    -1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 15, 15, 15,
+    20, 25, 26, 20, 28, 29, 20, 31, 32, 20, 34, 35, 20, 37, 38,
+    21, 40, 41, 21, 43, 44, 21, 46, 47, 21, 49, 50, 21, 52, 53,
+)
+
+# Anny bone(s) carrying each SMPL-X joint.  Bones not listed follow their nearest listed
+# ancestor rigidly (e.g. spine05 follows the pelvis, the metacarpals follow the wrist).
+# When several bones map to one joint the joint sits at the mean of their heads.
+_FINGERS_ANNY = {"thumb": 1, "index": 2, "middle": 3, "ring": 4, "pinky": 5}
+
+
+def _anny_map() -> dict[str, tuple[str, ...]]:
+    m: dict[str, tuple[str, ...]] = {
+        "pelvis": ("root",),
+        "spine1": ("spine04",),
+        "spine2": ("spine02",),
+        "spine3": ("spine01",),
+        "neck": ("neck01",),
+        "head": ("head",),
+        "left_eye": ("eye.L",),
+        "right_eye": ("eye.R",),
+    }
+    for side, s in (("left", "L"), ("right", "R")):
+        m[f"{side}_hip"] = (f"upperleg01.{s}",)
+        m[f"{side}_knee"] = (f"lowerleg01.{s}",)
+        m[f"{side}_ankle"] = (f"foot.{s}",)
+        m[f"{side}_foot"] = tuple(f"toe{k}-1.{s}" for k in range(1, 6))
+        m[f"{side}_collar"] = (f"clavicle.{s}",)
+        m[f"{side}_shoulder"] = (f"upperarm01.{s}",)
+        m[f"{side}_elbow"] = (f"lowerarm01.{s}",)
+        m[f"{side}_wrist"] = (f"wrist.{s}",)
+        for finger, k in _FINGERS_ANNY.items():
+            for i in (1, 2, 3):
+                m[f"{side}_{finger}{i}"] = (f"finger{k}-{i}.{s}",)
+    return m
+
+
+SMPLX_TO_ANNY: dict[str, tuple[str, ...]] = _anny_map()
+# "jaw" has no Anny bone: it is placed below the head and carries no vertices.
