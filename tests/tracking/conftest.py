@@ -91,12 +91,6 @@ LEFT_ARM_UP = {"upperarm01.L": (0.0, -0.8 * math.pi / 2, 0.0)}
 
 
 @pytest.fixture(scope="module")
-def anny_render() -> Render:
-    """Anny in its rest pose, front view (H, W) = (320, 256)."""
-    return _render_anny(None)
-
-
-@pytest.fixture(scope="module")
 def anny_left_arm_up() -> Render:
     """Anny with the person's LEFT arm raised, front view (H, W) = (320, 256)."""
     return _render_anny(LEFT_ARM_UP)
