@@ -205,7 +205,7 @@ def _read_decord(path: Path, cfg: VideoConfig) -> Frames:
     except ImportError as e:  # pragma: no cover - decord is a dependency
         raise _DecordFailed(f"decord not importable: {e}") from e
     try:
-        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
         n = len(vr)
         source_fps = float(vr.get_avg_fps())
     except Exception as e:  # decord raises DECORDError / RuntimeError on bad input

@@ -102,7 +102,7 @@ def test_missing_file(tmp_path):
     assert issubclass(VideoError, ValueError)
 
 
-@pytest.mark.parametrize("kind", ["random", "truncated", "empty"])
+@pytest.mark.parametrize("kind", ["random", "truncated", "empty", "no_frames"])
 def test_corrupt_file(tmp_path, clip_path, kind):
     bad = tmp_path / f"{kind}.mp4"
     if kind == "random":
@@ -110,8 +110,16 @@ def test_corrupt_file(tmp_path, clip_path, kind):
     elif kind == "truncated":
         data = clip_path.read_bytes()
         bad.write_bytes(data[: len(data) // 2])
-    else:
+    elif kind == "empty":
         bad.write_bytes(b"")
+    else:  # a valid container holding zero frames
+        av = pytest.importorskip("av")
+        out = av.open(str(bad), "w")
+        s = out.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        for p in s.encode():
+            out.mux(p)
+        out.close()
     with pytest.raises(VideoError) as e:
         read_video(bad)
     assert str(bad) in str(e.value)
