@@ -1,0 +1,204 @@
+"""Exports of an animated avatar: per-frame PLY/OBJ, a skinned glTF (.glb) and a rendered MP4.
+
+The glTF is written by hand (no pygltflib): one mesh (the canonical mesh, with vertex colours) bound
+to a 55-joint skin (SMPL-X joint hierarchy, inverse bind matrices, 4 weights per vertex), and one
+animation with a rotation channel per joint and a translation channel on the root.  glTF skinning is
+plain LBS, so the .glb plays the avatar *without* its pose-dependent correction (the PLY/OBJ/MP4
+sequences include it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from avatar.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["write_mesh_sequence", "write_glb", "read_glb_json", "render_sequence"]
+
+
+def write_mesh_sequence(directory: str | Path, verts: torch.Tensor | np.ndarray, faces, colors=None,
+                        fmt: str = "ply") -> list[Path]:
+    """One mesh file per frame: ``directory/frame_0000.<fmt>``.
+
+    Args:
+        verts: (T, V, 3) world metres; faces: (F, 3); colors: (V, 3) uint8 or None; fmt: "ply" or "obj".
+    """
+    import trimesh
+
+    if fmt not in ("ply", "obj"):
+        raise ValueError(f"write_mesh_sequence: fmt must be 'ply' or 'obj', got {fmt!r}")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    v_all = verts.numpy() if torch.is_tensor(verts) else np.asarray(verts)
+    f = faces.numpy() if torch.is_tensor(faces) else np.asarray(faces)
+    paths = []
+    for t in tqdm(range(v_all.shape[0]), desc=f"animation: {fmt}", leave=False):
+        m = trimesh.Trimesh(v_all[t], f, vertex_colors=colors, process=False)
+        p = d / f"frame_{t:04d}.{fmt}"
+        with atomic_path(p) as tmp:
+            if fmt == "obj":
+                tmp.write_text(trimesh.exchange.obj.export_obj(m, include_color=colors is not None, include_normals=False))
+            else:
+                m.export(tmp, file_type="ply")
+        paths.append(p)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- glTF
+_FLOAT, _UBYTE, _USHORT, _UINT = 5126, 5121, 5123, 5125
+
+
+class _Bin:
+    """Accumulates the binary chunk, buffer views and accessors."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.views: list[dict] = []
+        self.accessors: list[dict] = []
+
+    def add(self, arr: np.ndarray, ctype: int, atype: str, target: int | None = None, normalized: bool = False,
+            minmax: bool = False) -> int:
+        arr = np.ascontiguousarray(arr)
+        while len(self.data) % 4:
+            self.data.append(0)
+        view = {"buffer": 0, "byteOffset": len(self.data), "byteLength": arr.nbytes}
+        if target is not None:
+            view["target"] = target
+        self.data += arr.tobytes()
+        self.views.append(view)
+        count = arr.shape[0]
+        acc = {"bufferView": len(self.views) - 1, "componentType": ctype, "count": int(count), "type": atype}
+        if normalized:
+            acc["normalized"] = True
+        if minmax:
+            a = arr.reshape(count, -1)
+            acc["min"] = a.min(0).tolist()
+            acc["max"] = a.max(0).tolist()
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
+
+def _quat_xyzw(rotvecs: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_rotvec(rotvecs.reshape(-1, 3)).as_quat().reshape(*rotvecs.shape[:-1], 4)
+
+
+def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors: np.ndarray | None,
+              weights: torch.Tensor, rest_joints: torch.Tensor, parents, poses: np.ndarray, root_transl: np.ndarray,
+              fps: float, joint_names=None, max_influences: int = 4) -> Path:
+    """Write a skinned, animated glTF binary.
+
+    Args:
+        verts: (V, 3) canonical (rest-pose) vertices; faces: (F, 3); colors: (V, 3) uint8 or None.
+        weights: (V, J) skinning weights (the top ``max_influences`` per vertex are kept, renormalised).
+        rest_joints: (J, 3) canonical joint positions; parents: length-J parent indices (-1 root).
+        poses: (T, J, 3) local axis-angle rotations per frame; root_transl: (T, 3) SMPL-X ``transl``.
+        fps: playback rate.
+
+    The skinned result of frame t equals ``skin_points(verts, weights, T_t)`` with the body's
+    canonical -> posed transforms ``x' = R_j (x - j_rest) + j_posed`` (up to the weight truncation).
+    """
+    path = Path(path)
+    V = verts.shape[0]
+    J = rest_joints.shape[0]
+    T = poses.shape[0]
+    if poses.shape != (T, J, 3) or root_transl.shape != (T, 3):
+        raise ValueError(f"write_glb: poses must be (T, {J}, 3) and root_transl (T, 3), got {poses.shape}, "
+                         f"{root_transl.shape}")
+    v = np.asarray(verts, np.float32)
+    rj = np.asarray(rest_joints, np.float64)
+    w = np.asarray(weights, np.float32)
+    k = min(max_influences, J)
+    idx = np.argsort(-w, axis=1)[:, :k]
+    wk = np.take_along_axis(w, idx, 1)
+    wk = wk / np.maximum(wk.sum(1, keepdims=True), 1e-12)
+    if k < 4:
+        idx = np.pad(idx, ((0, 0), (0, 4 - k)))
+        wk = np.pad(wk, ((0, 0), (0, 4 - k)))
+    b = _Bin()
+    attrs = {"POSITION": b.add(v, _FLOAT, "VEC3", 34962, minmax=True),
+             "JOINTS_0": b.add(idx.astype(np.uint8 if J < 256 else np.uint16), _UBYTE if J < 256 else _USHORT,
+                               "VEC4", 34962),
+             "WEIGHTS_0": b.add(wk.astype(np.float32), _FLOAT, "VEC4", 34962)}
+    if colors is not None:
+        c = np.concatenate([np.asarray(colors, np.uint8)[:, :3], np.full((V, 1), 255, np.uint8)], 1)
+        attrs["COLOR_0"] = b.add(c, _UBYTE, "VEC4", 34962, normalized=True)
+    ind = b.add(np.asarray(faces, np.uint32).reshape(-1), _UINT, "SCALAR", 34963)
+    ibm = np.tile(np.eye(4, dtype=np.float32), (J, 1, 1))
+    ibm[:, :3, 3] = -rj
+    ibm_acc = b.add(ibm.transpose(0, 2, 1).reshape(J, 16), _FLOAT, "MAT4")  # column-major
+    times = (np.arange(T) / float(fps)).astype(np.float32)
+    t_acc = b.add(times, _FLOAT, "SCALAR", minmax=True)
+    q = _quat_xyzw(np.asarray(poses, np.float64)).astype(np.float32)  # (T, J, 4)
+    root_t = (rj[0] + np.asarray(root_transl, np.float64)).astype(np.float32)
+    samplers, channels = [], []
+    for j in range(J):
+        samplers.append({"input": t_acc, "output": b.add(q[:, j], _FLOAT, "VEC4"), "interpolation": "LINEAR"})
+        channels.append({"sampler": len(samplers) - 1, "target": {"node": j, "path": "rotation"}})
+    samplers.append({"input": t_acc, "output": b.add(root_t, _FLOAT, "VEC3"), "interpolation": "LINEAR"})
+    channels.append({"sampler": len(samplers) - 1, "target": {"node": 0, "path": "translation"}})
+    names = list(joint_names) if joint_names is not None else [f"joint_{j}" for j in range(J)]
+    nodes = []
+    for j in range(J):
+        p = parents[j]
+        tr = rj[j] - (rj[p] if p >= 0 else 0.0)
+        node = {"name": names[j], "translation": [float(x) for x in tr]}
+        ch = [c for c in range(J) if parents[c] == j]
+        if ch:
+            node["children"] = ch
+        nodes.append(node)
+    nodes.append({"name": "avatar", "mesh": 0, "skin": 0})
+    gltf = {
+        "asset": {"version": "2.0", "generator": "video-avatar animation.export"},
+        "scene": 0, "scenes": [{"nodes": [0, J]}], "nodes": nodes,
+        "meshes": [{"name": "avatar", "primitives": [{"attributes": attrs, "indices": ind, "mode": 4}]}],
+        "skins": [{"joints": list(range(J)), "inverseBindMatrices": ibm_acc, "skeleton": 0}],
+        "animations": [{"name": "motion", "samplers": samplers, "channels": channels}],
+        "buffers": [{"byteLength": len(b.data)}], "bufferViews": b.views, "accessors": b.accessors,
+    }
+    js = json.dumps(gltf, separators=(",", ":")).encode()
+    js += b" " * (-len(js) % 4)
+    bin_ = bytes(b.data) + b"\x00" * (-len(b.data) % 4)
+    total = 12 + 8 + len(js) + 8 + len(bin_)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(struct.pack("<4sII", b"glTF", 2, total))
+            fh.write(struct.pack("<I4s", len(js), b"JSON") + js)
+            fh.write(struct.pack("<I4s", len(bin_), b"BIN\x00") + bin_)
+    log.info("glTF: %s (%d vertices, %d joints, %d frames)", path, V, J, T)
+    return path
+
+
+def read_glb_json(path: str | Path) -> tuple[dict, bytes]:
+    """The JSON and binary chunks of a .glb (for checks and tests)."""
+    data = Path(path).read_bytes()
+    magic, version, total = struct.unpack_from("<4sII", data, 0)
+    if magic != b"glTF" or version != 2:
+        raise ValueError(f"{path}: not a glTF 2.0 binary")
+    jlen, _ = struct.unpack_from("<I4s", data, 12)
+    js = json.loads(data[20 : 20 + jlen])
+    off = 20 + jlen
+    blen, _ = struct.unpack_from("<I4s", data, off)
+    return js, data[off + 8 : off + 8 + blen]
+
+
+# ---------------------------------------------------------------------------------------------- video
+def render_sequence(verts: torch.Tensor, faces: torch.Tensor, colors, camera, shading: str = "lambert"
+                    ) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames of the posed sequence ``verts`` (T, V, 3) from ``camera`` (project ray caster)."""
+    from avatar.scanimate.render import render_mesh
+
+    col = torch.as_tensor(np.asarray(colors)) if colors is not None else None
+    frames = [render_mesh(verts[t], faces, camera, col, shading=shading)[0]
+              for t in tqdm(range(verts.shape[0]), desc="animation: render", leave=False)]
+    return np.stack(frames)
