@@ -1,0 +1,209 @@
+"""The recon stage: ``Tracks`` -> ``Recon`` (ICON per frame).
+
+Per frame: crop around the tracked body -> body normal maps -> clothed normal maps (normal net) ->
+ICON body refinement (alternating with re-predicting normals) -> implicit occupancy on local
+features, evaluated coarse-to-fine near the body -> marching cubes -> vertex colours from the frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from avatar.body.model import BodyModel
+from avatar.body.params import SMPLXParams
+from recon.artifact import FrameRecon, Recon
+from recon.features import point_features
+from recon.implicit import ImplicitNet, load_implicit
+from recon.mesh import ExtractConfig, extract_surface, vertex_colors
+from recon.normal_net import NormalNet, load_normal_net
+from recon.refine import RefineConfig, refine_body
+from recon.views import FrameView, predict_clothed, prepare_view
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ReconConfig", "run_recon", "reconstruct_frame", "load_models", "CHECKPOINT_DIR"]
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+DEFAULT_NORMAL_NET = "normal_net.safetensors"
+DEFAULT_IMPLICIT = "implicit.safetensors"
+
+
+@dataclass
+class ReconConfig:
+    """Recon stage settings.
+
+    normal_net_ckpt / implicit_ckpt: checkpoint paths; null = the committed ones in
+        ``recon/checkpoints/`` (relative paths are tried against the working directory, then the package).
+    crop_size: ICON crop side in pixels (must match the normal net's training size).
+    crop_margin: crop box = margin * projected body box.
+    refine: ICON body refinement (``iters = 0`` disables it).
+    extract: coarse-to-fine surface extraction.
+    frames: null = all frames; else a list of frame indices (into the sampled clip) to reconstruct.
+    device: "cpu" or "cuda".
+    save_maps: write a PNG per frame with the crop, body and predicted normal maps to out_dir.
+    """
+
+    normal_net_ckpt: str | None = None
+    implicit_ckpt: str | None = None
+    crop_size: int = 128
+    crop_margin: float = 1.15
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    frames: list[int] | None = None
+    device: str = "cpu"
+    save_maps: bool = True
+
+    @staticmethod
+    def from_dict(d: dict | None) -> "ReconConfig":
+        d = dict(d or {})
+        known = {f.name for f in fields(ReconConfig)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"ReconConfig: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        if isinstance(d.get("refine"), dict):
+            d["refine"] = RefineConfig(**d["refine"])
+        if isinstance(d.get("extract"), dict):
+            d["extract"] = ExtractConfig(**d["extract"])
+        if d.get("frames") is not None:
+            d["frames"] = [int(x) for x in d["frames"]]
+        return ReconConfig(**d)
+
+
+def resolve_checkpoint(path: str | None, default: str) -> Path:
+    """A user path (absolute, cwd-relative or package-relative) or the committed default."""
+    if path is None or path == "":
+        return CHECKPOINT_DIR / default
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    q = CHECKPOINT_DIR.parent / p
+    return q if q.exists() else p
+
+
+def load_models(cfg: ReconConfig) -> tuple[NormalNet, ImplicitNet]:
+    """Load both networks named by the config (clear errors for missing / mismatched files)."""
+    net = load_normal_net(resolve_checkpoint(cfg.normal_net_ckpt, DEFAULT_NORMAL_NET), cfg.device)
+    imp = load_implicit(resolve_checkpoint(cfg.implicit_ckpt, DEFAULT_IMPLICIT), cfg.device)
+    if cfg.crop_size % net.multiple:
+        raise ValueError(f"ReconConfig.crop_size = {cfg.crop_size} must be divisible by {net.multiple}")
+    return net, imp
+
+
+def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera, params: SMPLXParams, body: BodyModel,
+                      net: NormalNet, implicit: ImplicitNet, cfg: ReconConfig
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, SMPLXParams, FrameView, dict]:
+    """Reconstruct one frame.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.  mask: (H, W) float in [0, 1].  camera: full-frame camera.
+        params: SMPLXParams with B = 1 (tracked).  body: body model.  net, implicit: the networks.
+
+    Returns:
+        verts (N, 3) float32 world metres, faces (M, 3) int64, colors (N, 3) uint8, refined params (B = 1),
+        the final view (crop + maps) and per-frame stats.
+    """
+    dev = torch.device(cfg.device)
+    faces = body.faces.to(dev)
+    stats: dict = {}
+    t0 = time.perf_counter()
+    if cfg.refine.iters > 0:
+        params, view, rstats = refine_body(image, mask, camera, params, body, net, cfg.refine,
+                                           crop_size=cfg.crop_size, crop_margin=cfg.crop_margin)
+        stats.update(rstats)
+        verts = body(params.to(dev)).vertices[0].detach()
+    else:
+        with torch.no_grad():
+            verts = body(params.to(dev)).vertices[0]
+        view = prepare_view(image, mask, camera, verts, faces, cfg.crop_size, cfg.crop_margin)
+        predict_clothed(net, view)
+    t1 = time.perf_counter()
+
+    def occ_fn(points, cp):
+        with torch.no_grad():
+            feats, _ = point_features(points, verts, faces, view.maps, cp)
+            return implicit.occupancy(feats)
+
+    v, f, estats = extract_surface(occ_fn, verts, faces, cfg.extract)
+    colors = vertex_colors(v, image, camera)
+    t2 = time.perf_counter()
+    stats.update(estats)
+    stats.update({"time_refine_s": t1 - t0, "time_extract_s": t2 - t1, "num_verts": int(len(v))})
+    return v, f, colors, params.detach().cpu(), view, stats
+
+
+def _maps_png(view: FrameView) -> np.ndarray:
+    """(S, 4S, 3) uint8: crop | body front | predicted front | predicted back."""
+    def nrm(x):
+        return ((x.permute(1, 2, 0).clamp(-1, 1) * 0.5 + 0.5) * 255).round().byte().cpu().numpy()
+    m = view.maps
+    img = (view.image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+    return np.concatenate([img, nrm(m.body_front), nrm(m.clothed_front), nrm(m.clothed_back)], 1)
+
+
+def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, logger=None) -> Recon:
+    """Run ICON on every (valid) frame of a clip.
+
+    Args:
+        tracks: :class:`tracking.artifact.Tracks` (images (T, H, W, 3) uint8, masks (T, H, W), params B = T,
+            full-frame camera).
+        cfg: :class:`ReconConfig`.  body: body model matching ``tracks.body_backend``.
+        out_dir: stage directory (extra files: ``maps_XXXX.png``).  logger: run logger or None.
+
+    Returns:
+        :class:`Recon` with one :class:`FrameRecon` per reconstructed frame (world frame) and the
+        refined parameters (B = T; frames not reconstructed keep their tracked parameters).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if tracks.body_backend != getattr(body, "name", tracks.body_backend):
+        raise ValueError(f"run_recon: tracks were fitted with the {tracks.body_backend!r} body but the "
+                         f"stage got a {body.name!r} body model; use the same body config for both stages")
+    net, implicit = load_models(cfg)
+    T = len(tracks)
+    frames = list(range(T)) if cfg.frames is None else list(cfg.frames)
+    bad = [i for i in frames if not 0 <= i < T]
+    if bad:
+        raise ValueError(f"ReconConfig.frames: indices {bad} outside the clip's {T} frames")
+    valid = np.asarray(tracks.valid, bool)
+    frames = [i for i in frames if valid[i]]
+    if not frames:
+        raise ValueError("run_recon: no valid (detected) frame to reconstruct in the tracks")
+    params = tracks.params.detach().cpu().clone()
+    out: list[FrameRecon] = []
+    agg: dict[str, list] = {}
+    t_start = time.perf_counter()
+    for i in tqdm(frames, desc="recon", unit="frame"):
+        v, f, c, p, view, st = reconstruct_frame(tracks.images[i], tracks.masks[i], tracks.camera, params[i],
+                                                 body, net, implicit, cfg)
+        for name in ("global_orient", "body_pose", "betas", "transl"):
+            getattr(params, name)[i] = getattr(p, name)[0]
+        out.append(FrameRecon(v, f, c, int(i)))
+        for k, val in st.items():
+            agg.setdefault(k, []).append(float(val))
+        if logger is not None:
+            logger.log_scalars({f"recon/{k}": float(val) for k, val in st.items()}, step=int(i))
+            if i == frames[0]:
+                logger.log_mesh("recon/mesh", v, f, step=int(i))
+        if cfg.save_maps:
+            png = _maps_png(view)
+            import imageio.v3 as iio
+
+            iio.imwrite(out_dir / f"maps_{i:04d}.png", png)
+            if logger is not None and i == frames[0]:
+                logger.log_image("recon/maps", png, step=int(i))
+    total = time.perf_counter() - t_start
+    stats = {k: float(np.mean(v)) for k, v in agg.items()}
+    stats.update({"frames": len(out), "seconds_per_frame": total / len(out), "config": _plain(cfg)})
+    log.info("recon: %d frames, %.2f s/frame", len(out), total / len(out))
+    return Recon(out, params, stats)
+
+
+def _plain(cfg: ReconConfig) -> dict:
+    return asdict(cfg)

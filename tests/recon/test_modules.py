@@ -1,0 +1,145 @@
+"""Shapes / units of the recon modules, checkpoint loading, and surface extraction on a known field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from avatar.geometry.camera import Camera
+from recon.crop import body_crop, crop_image, sample_map
+from recon.implicit import ImplicitConfig, ImplicitNet, load_implicit, occupancy_loss
+from recon.mesh import ExtractConfig, extract_surface, largest_component, vertex_colors
+from recon.normal_net import NormalNet, NormalNetConfig, load_normal_net, normal_loss, save_checkpoint
+
+
+def _sphere(radius=0.3, subdiv=3):
+    s = trimesh.creation.icosphere(subdivisions=subdiv, radius=radius)
+    return torch.tensor(s.vertices, dtype=torch.float32), torch.tensor(s.faces, dtype=torch.long)
+
+
+def test_normal_net_shapes_and_unit_length():
+    torch.manual_seed(0)
+    net = NormalNet(NormalNetConfig(width=8, levels=3, max_width=16))
+    S = 32
+    img, mask = torch.rand(2, 3, S, S), torch.ones(2, 1, S, S)
+    body = torch.nn.functional.normalize(torch.randn(2, 3, S, S), dim=1)
+    front, back = net(img, mask, body, body)
+    assert front.shape == back.shape == (2, 3, S, S)
+    assert torch.allclose(front.norm(dim=1), torch.ones(2, S, S), atol=1e-4)
+    # untrained (zero head): returns the body normals
+    assert torch.allclose(front, body, atol=1e-5)
+    with pytest.raises(ValueError, match="divisible"):
+        net(img[..., :30, :30], mask[..., :30, :30], body[..., :30, :30], body[..., :30, :30])
+
+
+def test_normal_loss_zero_on_match_and_trains():
+    torch.manual_seed(0)
+    S = 16
+    tgt = torch.nn.functional.normalize(torch.randn(1, 3, S, S), dim=1)
+    m = torch.ones(1, 1, S, S)
+    assert float(normal_loss(tgt, tgt, m)) < 1e-6
+    assert float(normal_loss(-tgt, tgt, m)) > 2.0
+    net = NormalNet(NormalNetConfig(width=8, levels=2, max_width=16))
+    body = torch.zeros(1, 3, S, S)
+    body[:, 2] = 1
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    img = torch.rand(1, 3, S, S)
+    tgt = torch.nn.functional.normalize(body + img - 0.5, dim=1)  # "clothing" = a function of the image
+    losses = []
+    for _ in range(60):
+        f, b = net(img, m, body, body)
+        loss = normal_loss(f, tgt, m)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_checkpoint_roundtrip_and_errors(tmp_path):
+    net = NormalNet(NormalNetConfig(width=8, levels=2, max_width=16))
+    torch.nn.init.normal_(net.head.weight)
+    path = tmp_path / "n.safetensors"
+    save_checkpoint(net, path, {"command": "test"})
+    net2 = load_normal_net(path)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, net2.state_dict()[k])
+    assert net2.cfg == net.cfg
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_normal_net(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_normal_net(tmp_path / "junk.safetensors")
+    # tensors that do not match the architecture named in the sidecar
+    imp = ImplicitNet(ImplicitConfig(hidden=(16, 16)))
+    save_checkpoint(imp, tmp_path / "i.safetensors", {})
+    (tmp_path / "i.json").write_text('{"config": {"hidden": [32, 16]}}')
+    with pytest.raises(ValueError, match="shape mismatch"):
+        load_implicit(tmp_path / "i.safetensors")
+
+
+def test_committed_checkpoints_load():
+    from recon.stage import ReconConfig, load_models
+
+    net, imp = load_models(ReconConfig())
+    assert isinstance(net, NormalNet) and isinstance(imp, ImplicitNet)
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        load_models(ReconConfig(implicit_ckpt="nope.safetensors"))
+
+
+def test_implicit_untrained_is_body_occupancy():
+    net = ImplicitNet()
+    f = torch.zeros(4, 7)
+    f[:, 0] = torch.tensor([-0.05, -0.01, 0.01, 0.05])
+    occ = net.occupancy(f)
+    assert occ.shape == (4,)
+    assert bool((occ[:2] > 0.5).all()) and bool((occ[2:] < 0.5).all())
+    assert occupancy_loss(net(f), (f[:, 0] < 0).float()).item() < 0.5
+    with pytest.raises(ValueError, match=r"\(N, 7\)"):
+        net(torch.zeros(3, 5))
+
+
+def test_extract_known_occupancy_watertight_at_offset():
+    """Analytic 'body sdf - 2 cm' occupancy -> closed mesh 2 cm outside the body."""
+    verts, faces = _sphere(0.3)
+    occ = lambda p, cp: torch.sigmoid(-(cp.sdf - 0.02) / 0.004)  # noqa: E731
+    v, f, st = extract_surface(occ, verts, faces, ExtractConfig(coarse_res=16, fine_res=64, band=0.08))
+    m = trimesh.Trimesh(v, f, process=False)
+    assert m.is_watertight
+    assert m.volume > 0  # outward orientation
+    # icosphere is inscribed: its faces sit slightly inside the 0.3 sphere
+    from avatar.geometry.sdf import signed_distance
+
+    d = signed_distance(torch.as_tensor(v), verts, faces).sdf
+    assert abs(float(d.mean()) - 0.02) < 2e-3 and float(d.abs().max()) < 0.03
+    assert st["points_evaluated"] < st["dense_equivalent"] / 2  # coarse-to-fine saved work
+
+
+def test_largest_component_drops_islands():
+    a = trimesh.creation.icosphere(subdivisions=2)
+    b = trimesh.creation.box(extents=(0.1, 0.1, 0.1))
+    b.apply_translation([3, 0, 0])
+    m = trimesh.util.concatenate([a, b])
+    v, f = largest_component(np.asarray(m.vertices), np.asarray(m.faces))
+    assert len(f) == len(a.faces) and len(v) == len(a.vertices)
+
+
+def test_crop_and_colors_consistent():
+    cam = Camera.look_at((0, 0, 3), (0, 0, 0), width=160, height=120, fov_deg=40)
+    verts, faces = _sphere(0.3)
+    box = body_crop(cam, verts, 64)
+    assert box.camera.width == box.camera.height == 64
+    uv_c, _ = box.camera.project(verts)
+    assert float(uv_c.min()) > 0 and float(uv_c.max()) < 64  # the body fits in the crop
+    # an image whose red channel encodes u: crop then sample equals projecting into the crop camera
+    u = torch.arange(160).float()[None, :, None].expand(120, 160, 1) + 0.5
+    img = torch.cat([u, torch.zeros(120, 160, 2)], -1)
+    crop = crop_image(img, box)
+    uv_full, _ = cam.project(verts)
+    got = sample_map(crop.permute(2, 0, 1), uv_c)[:, 0]
+    assert torch.allclose(got, uv_full[:, 0], atol=0.6)
+    col = vertex_colors(verts.numpy(), np.clip(img.numpy(), 0, 255).astype(np.uint8), cam)
+    assert col.dtype == np.uint8 and col.shape == (len(verts), 3)
+    assert np.abs(col[:, 0].astype(float) - uv_full[:, 0].numpy()).max() < 1.0
