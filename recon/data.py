@@ -1,0 +1,148 @@
+"""Training records for the recon networks, built from synthetic clothed humans.
+
+One record = one view of one person, in the ICON crop of a *perturbed* ("fitted") body, so the
+networks see the body-fit errors they will meet after tracking:
+
+* normal net: crop image + mask, body normal maps (perturbed body) -> ground-truth clothed normal maps
+  (the clothed mesh ray cast in the same crop camera);
+* implicit MLP: occupancy samples near the clothed surface with inside/outside labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from avatar.body.model import BodyModel
+from avatar.body.params import SMPLXParams
+from avatar.geometry.camera import Camera
+from avatar.geometry.sdf import signed_distance
+from recon.features import to_chw
+from recon.views import FrameView, prepare_view
+
+__all__ = ["NoiseConfig", "TrainRecord", "perturb_params", "make_record", "sample_occupancy",
+           "stack_records"]
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Perturbation of ground-truth body parameters mimicking a tracked fit (radians, metres)."""
+
+    pose_sigma: float = 0.04
+    orient_sigma: float = 0.03
+    transl_sigma: float = 0.01
+    betas_sigma: float = 0.15
+
+
+def perturb_params(params: SMPLXParams, rng: np.random.Generator, noise: NoiseConfig = NoiseConfig()
+                   ) -> SMPLXParams:
+    """Gaussian noise on global orient, body pose, transl and betas (first 6): a "fitted" body."""
+    p = params.detach().clone()
+
+    def n(t, s):
+        return t + torch.as_tensor(rng.normal(0, s, tuple(t.shape)), dtype=t.dtype, device=t.device)
+
+    p.global_orient = n(p.global_orient, noise.orient_sigma)
+    p.body_pose = n(p.body_pose, noise.pose_sigma)
+    p.transl = n(p.transl, noise.transl_sigma)
+    b = p.betas.clone()
+    b[:, :6] = n(b[:, :6], noise.betas_sigma)
+    p.betas = b
+    return p
+
+
+@dataclass
+class TrainRecord:
+    """One training view (S = crop size; N = occupancy samples).
+
+    Attributes:
+        image (3, S, S), mask (1, S, S), body_front / body_back (3, S, S): normal-net inputs.
+        gt_front / gt_back (3, S, S): clothed normals (view frame); gt_mask_front / gt_mask_back (1, S, S).
+        camera: crop camera.  body_verts: (V, 3) perturbed body (world).  vert_vis: (V,).
+        points: (N, 3) world; labels: (N,) 1 inside the clothed surface.
+    """
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    body_front: torch.Tensor
+    body_back: torch.Tensor
+    gt_front: torch.Tensor
+    gt_back: torch.Tensor
+    gt_mask_front: torch.Tensor
+    gt_mask_back: torch.Tensor
+    camera: Camera
+    body_verts: torch.Tensor
+    vert_vis: torch.Tensor
+    points: torch.Tensor
+    labels: torch.Tensor
+
+    def view(self) -> FrameView:
+        """The record as a :class:`FrameView` (for :func:`recon.views.predict_clothed`)."""
+        from recon.crop import CropBox
+        from recon.features import ViewMaps
+
+        maps = ViewMaps(self.camera, self.body_front, self.body_back, self.gt_mask_front[0] > 0, self.vert_vis)
+        return FrameView(CropBox(0.0, 0.0, 0.0, self.camera), self.image, self.mask, maps)
+
+
+def sample_occupancy(verts: torch.Tensor, faces: torch.Tensor, n: int, rng: np.random.Generator,
+                     sigmas: tuple[float, ...] = (0.005, 0.02, 0.05), uniform_frac: float = 0.1
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points near a clothed surface (surface samples + Gaussian offsets) and uniform ones in its box.
+
+    Args:
+        verts: (V, 3), faces: (F, 3) clothed mesh (world).  n: number of samples.
+
+    Returns:
+        points (n, 3) world; labels (n,) float32, 1 inside (winding number, robust to open garments).
+    """
+    import trimesh
+
+    m = trimesh.Trimesh(verts.numpy(), faces.numpy(), process=False)
+    n_uni = int(n * uniform_frac)
+    n_surf = n - n_uni
+    surf, _ = trimesh.sample.sample_surface(m, n_surf, seed=int(rng.integers(2**31)))
+    sig = np.asarray(sigmas)[rng.integers(len(sigmas), size=n_surf)][:, None]
+    near = surf + rng.normal(size=surf.shape) * sig
+    lo, hi = verts.min(0).values.numpy() - 0.05, verts.max(0).values.numpy() + 0.05
+    uni = rng.uniform(lo, hi, size=(n_uni, 3))
+    pts = torch.as_tensor(np.concatenate([near, uni]), dtype=torch.float32)
+    labels = (signed_distance(pts, verts.float(), faces.long()).sdf < 0).float()
+    return pts, labels
+
+
+def make_record(image: np.ndarray, mask: np.ndarray, camera: Camera, gt_params: SMPLXParams,
+                clothed_verts: torch.Tensor, clothed_faces: torch.Tensor, body: BodyModel, size: int,
+                rng: np.random.Generator, noise: NoiseConfig = NoiseConfig(), n_points: int = 8192,
+                points: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                margin: float = 1.15) -> TrainRecord:
+    """Build one :class:`TrainRecord` from a rendered synthetic person.
+
+    Args:
+        image: (H, W, 3) uint8.  mask: (H, W) in [0, 1].  camera: full-frame camera.
+        gt_params: ground-truth SMPLXParams, B = 1.  clothed_verts (Vc, 3) / clothed_faces (Fc, 3): world.
+        body: body model.  size: crop side.  rng: randomness for the perturbation / samples.
+        points, labels: occupancy samples if the generator provides them, else sampled here.
+    """
+    from avatar.geometry.raycast import render_normal_maps
+
+    fitted = perturb_params(gt_params, rng, noise)
+    with torch.no_grad():
+        bverts = body(fitted).vertices[0]
+    view = prepare_view(image, mask, camera, bverts, body.faces, size, margin)
+    gt = render_normal_maps(clothed_verts.float(), clothed_faces.long(), view.box.camera)
+    mf = torch.as_tensor(gt.mask_front).float()[None]
+    mb = torch.as_tensor(gt.mask_back).float()[None]
+    if points is None or labels is None:
+        points, labels = sample_occupancy(clothed_verts, clothed_faces, n_points, rng)
+    return TrainRecord(view.image, view.mask, view.maps.body_front, view.maps.body_back,
+                       to_chw(gt.front) * mf, to_chw(gt.back) * mb, mf, mb, view.box.camera, bverts,
+                       view.maps.vert_vis, points.float(), labels.float())
+
+
+def stack_records(records: list[TrainRecord]) -> dict[str, torch.Tensor]:
+    """Batch the image fields of records: name -> (B, C, S, S)."""
+    names = ["image", "mask", "body_front", "body_back", "gt_front", "gt_back", "gt_mask_front", "gt_mask_back"]
+    return {k: torch.stack([getattr(r, k) for r in records]) for k in names}

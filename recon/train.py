@@ -1,0 +1,157 @@
+"""Training loops for the normal net and the implicit MLP (used by ``tools/train_*.py`` and tests)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from recon.data import TrainRecord, stack_records
+from recon.features import point_features
+from recon.implicit import ImplicitConfig, ImplicitNet, occupancy_loss
+from recon.normal_net import NormalNet, NormalNetConfig, normal_loss
+from recon.views import predict_clothed
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NormalTrainConfig", "ImplicitTrainConfig", "train_normal_net", "implicit_dataset", "train_implicit"]
+
+
+@dataclass(frozen=True)
+class NormalTrainConfig:
+    iters: int = 600
+    batch: int = 8
+    lr: float = 2e-3
+    flip_prob: float = 0.5  # horizontal flip augmentation (normals' x negated)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ImplicitTrainConfig:
+    iters: int = 3000
+    batch: int = 8192
+    lr: float = 1e-3
+    seed: int = 0
+
+
+def _flip(batch: dict[str, torch.Tensor], which: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mirror the selected samples left-right (normal maps: negate x)."""
+    out = {}
+    for k, v in batch.items():
+        f = v.flip(-1)
+        if k in ("body_front", "body_back", "gt_front", "gt_back"):
+            f = f.clone()
+            f[:, 0] = -f[:, 0]
+        out[k] = torch.where(which[:, None, None, None], f, v)
+    return out
+
+
+def train_normal_net(records: list[TrainRecord], net_cfg: NormalNetConfig = NormalNetConfig(),
+                     cfg: NormalTrainConfig = NormalTrainConfig(), val: list[TrainRecord] | None = None
+                     ) -> tuple[NormalNet, dict]:
+    """Train :class:`NormalNet` with L1 + (1 - cos) on front and back maps inside the clothed masks.
+
+    Returns:
+        the trained net (eval mode) and stats (first/last train loss, validation loss and the
+        validation loss of the body normals themselves as a baseline).
+    """
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    data = stack_records(records)
+    net = NormalNet(net_cfg)
+    opt = torch.optim.Adam(net.parameters(), cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.iters, eta_min=cfg.lr * 0.05)
+    n = len(records)
+    hist = []
+    net.train()
+    for _ in tqdm(range(cfg.iters), desc="normal net", unit="it", mininterval=5):
+        idx = torch.randint(n, (min(cfg.batch, n),), generator=g)
+        b = {k: v[idx] for k, v in data.items()}
+        b = _flip(b, torch.rand(len(idx), generator=g) < cfg.flip_prob)
+        front, back = net(b["image"], b["mask"], b["body_front"], b["body_back"])
+        loss = normal_loss(front, b["gt_front"], b["gt_mask_front"]) + normal_loss(back, b["gt_back"], b["gt_mask_back"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        hist.append(loss.item())
+    net.eval()
+    stats = {"train_loss_first": float(np.mean(hist[:20])), "train_loss_last": float(np.mean(hist[-20:]))}
+    if val:
+        stats.update(evaluate_normal_net(net, val))
+    return net, stats
+
+
+def evaluate_normal_net(net: NormalNet, records: list[TrainRecord]) -> dict:
+    """Validation loss of the net and of the body normals (baseline); mean angular error (deg)."""
+    d = stack_records(records)
+    with torch.no_grad():
+        f, b = net(d["image"], d["mask"], d["body_front"], d["body_back"])
+        out = {}
+        for name, (pf, pb) in {"net": (f, b), "body": (d["body_front"], d["body_back"])}.items():
+            pf = torch.nn.functional.normalize(pf, dim=1)
+            pb = torch.nn.functional.normalize(pb, dim=1)
+            out[f"val_loss_{name}"] = float(normal_loss(pf, d["gt_front"], d["gt_mask_front"])
+                                            + normal_loss(pb, d["gt_back"], d["gt_mask_back"]))
+            cos = (pf * d["gt_front"]).sum(1, keepdim=True).clamp(-1, 1)
+            m = d["gt_mask_front"] > 0
+            out[f"val_angle_deg_{name}"] = float(torch.rad2deg(torch.acos(cos[m])).mean())
+    return out
+
+
+def implicit_dataset(records: list[TrainRecord], net: NormalNet | None, faces: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """ICON features (N_total, 7) and labels (N_total,) for all records.
+
+    Clothed normals come from ``net`` (as at inference) or, if ``net`` is None, from the ground truth.
+    """
+    feats, labels = [], []
+    for r in tqdm(records, desc="features", unit="sample", mininterval=5):
+        view = r.view()
+        if net is not None:
+            predict_clothed(net, view)
+        else:
+            keep = (r.mask > 0.5).float()
+            view.maps.clothed_front, view.maps.clothed_back = r.gt_front * keep, r.gt_back * keep
+        with torch.no_grad():
+            f, _ = point_features(r.points, r.body_verts, faces, view.maps)
+        feats.append(f)
+        labels.append(r.labels)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def train_implicit(feats: torch.Tensor, labels: torch.Tensor, net_cfg: ImplicitConfig = ImplicitConfig(),
+                   cfg: ImplicitTrainConfig = ImplicitTrainConfig(), val: tuple | None = None
+                   ) -> tuple[ImplicitNet, dict]:
+    """Train the occupancy MLP with BCE on precomputed features.
+
+    Returns:
+        the net (eval mode) and stats (losses, validation accuracy of the net and of the body sign).
+    """
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    net = ImplicitNet(net_cfg)
+    opt = torch.optim.Adam(net.parameters(), cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.iters, eta_min=cfg.lr * 0.05)
+    hist = []
+    net.train()
+    for _ in tqdm(range(cfg.iters), desc="implicit", unit="it", mininterval=5):
+        idx = torch.randint(len(feats), (cfg.batch,), generator=g)
+        loss = occupancy_loss(net(feats[idx]), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        hist.append(loss.item())
+    net.eval()
+    stats = {"train_loss_first": float(np.mean(hist[:20])), "train_loss_last": float(np.mean(hist[-20:]))}
+    if val is not None:
+        vf, vl = val
+        with torch.no_grad():
+            pred = net.occupancy(vf) > 0.5
+        stats["val_accuracy_net"] = float((pred == (vl > 0.5)).float().mean())
+        stats["val_accuracy_body"] = float(((vf[:, 0] < 0) == (vl > 0.5)).float().mean())
+    return net, stats
