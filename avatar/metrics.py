@@ -65,15 +65,17 @@ def psnr(img, ref, mask=None) -> float:
 def ssim(img, ref, mask=None) -> float:
     """Structural similarity (Gaussian window, sigma 1.5, as Wang et al.) averaged over the mask.
 
-    The SSIM map is computed on the whole image (channel-wise) and averaged inside the mask.
+    Without a mask this is scikit-image's mean SSIM; with one, the SSIM map of the whole image
+    (channel-wise) is averaged over the mask's pixels.
     """
     from skimage.metrics import structural_similarity
 
     a, b, m = _check(img, ref, mask)
-    _, smap = structural_similarity(a, b, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5,
+    mssim, smap = structural_similarity(a, b, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5,
                                     use_sample_covariance=False, full=True)
-    smap = smap.mean(-1)
-    return float(smap[m].mean()) if m is not None else float(smap.mean())
+    if m is None:
+        return float(mssim)  # skimage's mean (borders of half a window excluded)
+    return float(smap.mean(-1)[m].mean())
 
 
 def lpips_status() -> tuple[bool, str]:
@@ -134,18 +136,21 @@ def image_metrics(img, ref, mask=None, use_lpips: bool = True) -> dict[str, floa
 
 
 def chamfer_cm(verts_a, faces_a, verts_b, faces_b, n: int = 20000, seed: int = 0) -> float:
-    """Symmetric Chamfer distance in centimetres between two meshes (same frame, metres).
+    """Symmetric point-to-surface Chamfer distance in centimetres between two meshes (same frame, metres).
 
-    Mean over ``n`` area-uniform surface samples of each mesh of the distance to the other sample
-    set, averaged over both directions.
+    ``n`` area-uniform samples on each mesh; the exact distance of each to the *other surface*
+    (not to its samples, so there is no sampling floor); the two directions' means are averaged.
     """
-    from scipy.spatial import cKDTree
+    import torch
 
+    from avatar.geometry.sdf import signed_distance
     from avatar.scanimate.canonicalize import sample_surface
 
     rng = np.random.default_rng(seed)
-    a = sample_surface(np.asarray(verts_a), np.asarray(faces_a), None, n, rng)[0]
-    b = sample_surface(np.asarray(verts_b), np.asarray(faces_b), None, n, rng)[0]
-    d_ab = cKDTree(b).query(a, workers=-1)[0]
-    d_ba = cKDTree(a).query(b, workers=-1)[0]
+    va, vb = np.asarray(verts_a, np.float32), np.asarray(verts_b, np.float32)
+    fa, fb = np.asarray(faces_a, np.int64), np.asarray(faces_b, np.int64)
+    a = torch.from_numpy(sample_surface(va, fa, None, n, rng)[0])
+    b = torch.from_numpy(sample_surface(vb, fb, None, n, rng)[0])
+    d_ab = signed_distance(a, torch.from_numpy(vb), torch.from_numpy(fb)).sdf.abs()
+    d_ba = signed_distance(b, torch.from_numpy(va), torch.from_numpy(fa)).sdf.abs()
     return float(50.0 * (d_ab.mean() + d_ba.mean()))

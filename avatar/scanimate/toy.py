@@ -89,3 +89,48 @@ def random_poses(body, num: int, seed: int = 0, scale: float = 1.0, smooth: bool
     p.body_pose[:, J("spine2"), 1] = 0.2 * s(7)
     p.global_orient[:, 1] = 0.3 * s(7)
     return p
+
+
+def toy_recon(body, subject: ToySubject, params: SMPLXParams):
+    """A ``Recon`` whose frames are the subject's exact posed surfaces (B = params.batch_size)."""
+    from recon.artifact import FrameRecon, Recon
+
+    p = params.clone()
+    p.betas = subject.betas.expand(p.batch_size, -1).clone()
+    V = subject.posed(body, p)
+    frames = [FrameRecon(V[i].numpy().astype(np.float32), subject.faces.numpy(), subject.colors, i)
+              for i in range(p.batch_size)]
+    return Recon(frames, p, {"source": "toy"})
+
+
+def toy_tracks(body, subject: ToySubject, recon, size: int = 128):
+    """``Tracks`` with flat-shaded renders of the recon frames (images, masks) from a front camera."""
+    from avatar.geometry.camera import Camera
+    from avatar.scanimate.render import render_mesh
+    from tracking.artifact import Tracks
+
+    cam = Camera.look_at((0.0, -0.2, 4.0), (0.0, -0.2, 0.0), width=size, height=size, fov_deg=35.0)
+    imgs, masks = [], []
+    col = torch.from_numpy(subject.colors)
+    for fr in recon.frames:
+        img, m = render_mesh(torch.from_numpy(fr.verts), subject.faces, cam, col, shading="flat", background=(0, 0, 0))
+        imgs.append(img), masks.append(m.astype(np.float32))
+    T = len(recon.frames)
+    return Tracks(params=recon.params.clone(), camera=cam, images=np.stack(imgs), masks=np.stack(masks),
+                  keypoints=np.zeros((T, 55, 3), np.float32), crops=np.tile([0, 0, size, size], (T, 1)).astype(np.float32),
+                  valid=np.ones(T, bool), frame_indices=np.arange(T), fps=30.0, video="toy")
+
+
+def tiny_avatar_config(**overrides):
+    """An :class:`~avatar.scanimate.stage.AvatarConfig` small enough for unit tests (seconds on CPU)."""
+    from avatar.scanimate.canonicalize import SkinningConfig
+    from avatar.scanimate.stage import AvatarConfig
+    from avatar.scanimate.train import SDFConfig
+
+    cfg = AvatarConfig(samples_per_frame=800, extract_voxel=0.03, eval_max_side=96, holdout_every=0,
+                       skinning=SkinningConfig(iters=15, batch=512, hidden=32, layers=2, latent_dim=4),
+                       sdf=SDFConfig(iters=40, batch=512, hidden=48, layers=3, color_hidden=32, color_layers=2,
+                                     grid_voxel=0.03))
+    import dataclasses
+
+    return dataclasses.replace(cfg, **overrides)
