@@ -146,3 +146,35 @@ def stack_records(records: list[TrainRecord]) -> dict[str, torch.Tensor]:
     """Batch the image fields of records: name -> (B, C, S, S)."""
     names = ["image", "mask", "body_front", "body_back", "gt_front", "gt_back", "gt_mask_front", "gt_mask_back"]
     return {k: torch.stack([getattr(r, k) for r in records]) for k in names}
+
+
+def _get(obj, *names):
+    for n in names:
+        if isinstance(obj, dict) and n in obj:
+            return obj[n]
+        if hasattr(obj, n):
+            return getattr(obj, n)
+    raise AttributeError(f"synthetic sample has none of the fields {names}; update recon.data.record_from_sample "
+                         f"to the generator's sample layout")
+
+
+def record_from_sample(sample, body: BodyModel, size: int, rng: np.random.Generator,
+                       noise: NoiseConfig = NoiseConfig(), n_points: int = 8192) -> TrainRecord:
+    """Adapter: one synthetic generator sample (image, mask, camera, params, clothed mesh,
+    optional occupancy samples) -> :class:`TrainRecord`."""
+    image = np.asarray(_get(sample, "image", "rgb"))
+    mask = np.asarray(_get(sample, "mask"), dtype=np.float32)
+    if mask.max() > 1.0:
+        mask = mask / 255.0
+    camera = _get(sample, "camera")
+    params = _get(sample, "params")
+    mesh = _get(sample, "clothed", "clothed_mesh", "mesh")
+    cv = torch.as_tensor(np.asarray(_get(mesh, "verts", "vertices")), dtype=torch.float32)
+    cf = torch.as_tensor(np.asarray(_get(mesh, "faces")), dtype=torch.long)
+    try:
+        pts = torch.as_tensor(np.asarray(_get(sample, "occ_points", "points")), dtype=torch.float32)
+        lab = torch.as_tensor(np.asarray(_get(sample, "occ_labels", "labels")), dtype=torch.float32)
+    except AttributeError:
+        pts = lab = None
+    return make_record(image, mask, camera, params[:1] if params.batch_size > 1 else params, cv, cf, body, size,
+                       rng, noise, n_points, pts, lab)

@@ -143,3 +143,15 @@ def test_crop_and_colors_consistent():
     col = vertex_colors(verts.numpy(), np.clip(img.numpy(), 0, 255).astype(np.uint8), cam)
     assert col.dtype == np.uint8 and col.shape == (len(verts), 3)
     assert np.abs(col[:, 0].astype(float) - uv_full[:, 0].numpy()).max() < 1.0
+
+
+def test_surface_metrics_units():
+    from recon.metrics import surface_metrics
+
+    a = trimesh.creation.icosphere(subdivisions=3, radius=0.3)
+    b = trimesh.creation.icosphere(subdivisions=3, radius=0.32)
+    m = surface_metrics(a.vertices, a.faces, b.vertices, b.faces, n=4000)
+    assert abs(m["chamfer_cm"] - 2.0) < 0.15 and abs(m["p2s_cm"] - 2.0) < 0.15  # 2 cm apart
+    assert m["normal_consistency"] > 0.99
+    same = surface_metrics(a.vertices, a.faces, a.vertices, a.faces, n=4000)
+    assert same["chamfer_cm"] < 1e-3
