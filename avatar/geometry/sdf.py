@@ -150,7 +150,7 @@ def closest_point_on_triangle(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     return out
 
 
-def winding_number(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, *, chunk: int = 2**22) -> torch.Tensor:
+def winding_number(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, *, chunk: int = 2**18) -> torch.Tensor:
     """Exact generalized winding number (sum of signed solid angles / 4 pi), brute force.
 
     Args:
@@ -175,7 +175,7 @@ def winding_number(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tenso
     return torch.cat(out)
 
 
-def closest_faces_torch(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, *, chunk: int = 2**22):
+def closest_faces_torch(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, *, chunk: int = 2**18):
     """Brute-force reference of the Warp query (no grad).
 
     Args:
