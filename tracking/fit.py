@@ -145,7 +145,7 @@ class FitConfig:
     lr_betas: float = 0.05
     lr_transl: float = 0.02
     lr_final: float = 0.1
-    optimizer: str = "adam"
+    optimizer: str = "adam"  # or "lbfgs"
     min_conf: float = 0.3
     robust_sigma: float = 0.3
     w_torso: float = 1.0
@@ -393,6 +393,31 @@ def _pick_markers(rv: torch.Tensor, rj: torch.Tensor, dominant: torch.Tensor) ->
     return out
 
 
+def project_keypoints(body: BodyModel, params: SMPLXParams, camera: Camera) -> np.ndarray:
+    """The fitter's keypoints of posed parameters, projected (e.g. synthetic targets, overlays).
+
+    Args:
+        body: the body model; params: SMPLXParams (B = T; fingers assumed at rest, betas of row 0);
+        camera: perspective camera.
+    Returns:
+        (T, K, 2) float32 pixels in :data:`KEYPOINTS` order.
+    """
+    fb = _FitBody(body, FitConfig(silhouette_vertices=1))
+    fb.linearize(params.betas[:1])
+    sel = _keypoint_selection(fb)
+    with torch.no_grad():
+        J, M = fb.pose(roma.rotvec_to_rotmat(params.global_orient), roma.rotvec_to_rotmat(params.body_pose),
+                       params.betas[:1, : fb.num_eff], params.transl)
+        return _project(torch.cat([J, M], 1)[:, sel], camera).numpy().astype(np.float32)
+
+
+def _keypoint_selection(fb: _FitBody) -> torch.Tensor:
+    """(K,) index of each :data:`KEYPOINTS` entry in ``cat([joints, markers], 1)``."""
+    jpos = {j: i for i, j in enumerate(fb.joints)}
+    return torch.tensor([jpos[JI[n]] if kind == "joint" else len(fb.joints) + MARKERS.index(n)
+                         for _, _, kind, n, _ in KEYPOINTS])
+
+
 # ----------------------------------------------------------------------------- fitting
 def _project(x: torch.Tensor, cam: Camera) -> torch.Tensor:
     """World points (..., 3) -> pixels (..., 2); depth clamped at 5 cm to stay finite."""
@@ -424,10 +449,7 @@ class _Problem:
         gw = {"torso": cfg.w_torso, "hips": cfg.w_hips, "limbs": cfg.w_limbs, "face": cfg.w_face,
               "feet": cfg.w_feet, "hands": cfg.w_hands}
         self.w = conf * torch.tensor([gw[k[4]] for k in KEYPOINTS])  # (T, K)
-        # model keypoint k = cat([joints, markers])[:, sel[k]]
-        jpos = {j: i for i, j in enumerate(fb.joints)}
-        self.sel = torch.tensor([jpos[JI[n]] if kind == "joint" else len(fb.joints) + MARKERS.index(n)
-                                 for _, _, kind, n, _ in KEYPOINTS])
+        self.sel = _keypoint_selection(fb)
         self.torso = torch.tensor([k[3] in TORSO_KEYPOINTS or k[4] == "face" for k in KEYPOINTS], dtype=torch.float32)
         # clip scale: median person height in pixels (keypoint extent)
         heights = []
