@@ -88,7 +88,7 @@ class BodySkinPrior:
 class _Normalizer(nn.Module):
     def __init__(self, center: torch.Tensor, scale: float) -> None:
         super().__init__()
-        self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32).reshape(3))
+        self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32).reshape(3).clone())
         self.register_buffer("scale", torch.tensor(float(scale)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

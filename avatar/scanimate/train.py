@@ -32,7 +32,8 @@ class SDFConfig:
     iters / batch / lr: optimisation (cosine-decayed lr); hidden / layers / freqs / pose_dim: SDF MLP;
     color_hidden / color_layers / color_freqs: colour MLP; w_*: loss weights; near_sigma: jitter of
     eikonal points (m); grid_voxel / grid_margin: body-SDF prior grid (m); max_cycle_err: samples whose
-    canonicalisation does not skin back within this distance (m) are dropped.
+    canonicalisation does not skin back within this distance (m) are dropped; checkpoint_every:
+    iterations between resumable checkpoints.
     """
 
     iters: int = 800
@@ -53,6 +54,7 @@ class SDFConfig:
     grid_voxel: float = 0.015
     grid_margin: float = 0.15
     max_cycle_err: float = 0.02
+    checkpoint_every: int = 100
 
 
 class Checkpointer:
@@ -105,7 +107,7 @@ class Checkpointer:
 
 def train_sdf(x: torch.Tensor, n: torch.Tensor, feat: torch.Tensor, colors: torch.Tensor, sdf: CanonicalSDF,
               color: ColorField, cfg: SDFConfig, logger=None, start_iter: int = 0, opt_state: dict | None = None,
-              on_checkpoint=None, checkpoint_every: int = 100) -> dict[str, float]:
+              on_checkpoint=None) -> dict[str, float]:
     """Fit ``sdf`` and ``color`` (in place) to canonical samples.
 
     Args:
@@ -153,7 +155,7 @@ def train_sdf(x: torch.Tensor, n: torch.Tensor, feat: torch.Tensor, colors: torc
             bar.set_postfix(surf_mm=f"{1000 * losses['surface']:.2f}", normal=f"{losses['normal']:.3f}")
             if logger is not None:
                 logger.log_scalars({f"avatar/sdf_{k}": v for k, v in losses.items()}, step=it)
-        if on_checkpoint is not None and (it + 1) % checkpoint_every == 0 and it + 1 < cfg.iters:
+        if on_checkpoint is not None and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iters:
             on_checkpoint(it + 1, opt)
     return losses
 
