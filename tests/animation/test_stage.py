@@ -1,0 +1,75 @@
+"""run_avatar followed by run_animation on a toy clip, with the tiny test config."""
+
+import numpy as np
+import pytest
+import torch
+
+from animation.export import read_glb_json
+from animation.motion import write_demo_motion
+from animation.stage import AnimationConfig, AnimationResult, run_animation
+from avatar.logger import NullLogger
+from avatar.scanimate.artifact import Avatar
+from avatar.scanimate.stage import run_avatar
+from avatar.scanimate.toy import make_toy_subject, random_poses, tiny_avatar_config, toy_recon, toy_tracks
+
+
+@pytest.fixture(scope="module")
+def stage_avatar(anny_body, tmp_path_factory):
+    body = anny_body
+    subject = make_toy_subject(body)
+    recon = toy_recon(body, subject, random_poses(body, 5, seed=2))
+    tracks = toy_tracks(body, subject, recon, size=96)
+    out = tmp_path_factory.mktemp("run") / ".avatar.tmp"
+    out.mkdir()
+    av = run_avatar(tracks, recon, tiny_avatar_config(holdout_every=4), body, out, NullLogger())
+    av.save(out)
+    return Avatar.load(out), out
+
+
+def test_run_avatar_outputs(stage_avatar):
+    av, out = stage_avatar
+    s = av.stats
+    assert s["holdout_frames"] == [2]
+    assert s["train_frames"] == [0, 1, 3, 4]
+    assert 0 < s["holdout_chamfer_cm"] < 3.0
+    assert s["holdout_psnr"] > 12.0 and 0.0 < s["holdout_ssim"] <= 1.0
+    assert (out / "canonical.png").exists()
+    assert not (out.parent / ".avatar_checkpoint").exists()  # resume state removed after success
+
+
+def test_run_animation(stage_avatar, anny_body, tmp_path):
+    av, _ = stage_avatar
+    motion = write_demo_motion(tmp_path / "motion.npz", num_frames=12, fps=24.0)
+    cfg = AnimationConfig(fps=12.0, video_size=64, export_obj=True)
+    out = tmp_path / "anim"
+    res = run_animation(av, motion, cfg, anny_body, out, NullLogger())
+    res.save(out)
+    back = AnimationResult.load(out)
+    assert back.num_frames == 6 and back.fps == 12.0  # 12 frames at 24 fps -> 6 at 12 fps
+    plys = sorted(back.path("meshes").glob("*.ply"))
+    objs = sorted(back.path("meshes_obj").glob("*.obj"))
+    assert len(plys) == len(objs) == 6
+    import trimesh
+
+    m0, m5 = trimesh.load(plys[0], process=False), trimesh.load(plys[5], process=False)
+    assert len(m0.vertices) == len(m5.vertices) == back.num_vertices  # fixed topology
+    assert np.array_equal(m0.faces, m5.faces)
+    assert not np.allclose(m0.vertices, m5.vertices)
+    js, _ = read_glb_json(back.path("glb"))
+    assert len(js["skins"][0]["joints"]) == 55
+    assert js["accessors"][js["animations"][0]["samplers"][0]["input"]]["count"] == 6
+    scene = trimesh.load(back.path("glb"))
+    assert sum(len(g.vertices) for g in scene.geometry.values()) == back.num_vertices
+    assert back.path("video").stat().st_size > 0
+    from tracking.video import read_video
+
+    frames = read_video(back.path("video"))
+    assert len(frames.images) == 6 and frames.images.shape[1:3] == (64, 64)
+    assert back.stats["animate_fps"] > 0
+
+
+def test_animation_rejects_other_body(stage_avatar, smplx_body, tmp_path):
+    av, _ = stage_avatar
+    motion = write_demo_motion(tmp_path / "m.npz", num_frames=3)
+    with pytest.raises(ValueError, match="trained with the 'anny' body model"):
+        run_animation(av, motion, AnimationConfig(render_video=False), smplx_body, tmp_path / "o", NullLogger())

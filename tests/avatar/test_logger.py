@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from avatar.logger import LoggerConfig, NullLogger, RunLogger, make_logger
+
+
+def test_null_logger_accepts_everything(tmp_path):
+    lg = make_logger(LoggerConfig(backend="none"), tmp_path)
+    assert isinstance(lg, NullLogger)
+    lg.log_scalars({"a": 1.0}, step=3)
+    lg.log_image("img", np.zeros((4, 4, 3), np.uint8))
+    lg.log_mesh("m", np.zeros((3, 3)), np.array([[0, 1, 2]]))
+    lg.finish()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="logger.backend"):
+        LoggerConfig(backend="tensorboard")
+    with pytest.raises(ValueError, match="logger.mode"):
+        LoggerConfig(mode="sometimes")
+
+
+def test_wandb_offline_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    # online without credentials falls back to offline (never blocks on a login prompt)
+    lg = make_logger(LoggerConfig(mode="online", name="t"), tmp_path)
+    assert isinstance(lg, RunLogger) and lg.mode == "offline"
+    lg.log_scalars({"loss": 0.5}, step=1)
+    lg.log_image("avatar/img", np.full((8, 8, 3), 128, np.uint8), step=1)
+    lg.log_mesh("avatar/mesh", np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]))
+    with pytest.raises(ValueError, match="expected \\(H, W, 3\\) uint8"):
+        lg.log_image("bad", np.zeros((8, 8)))
+    lg.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert (tmp_path / "logs" / "avatar_img_000001.png").exists()
+    assert (tmp_path / "logs" / "avatar_mesh.glb").exists()
