@@ -40,6 +40,7 @@ accordingly) so the body sits near the world origin.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -235,6 +236,17 @@ class FitResult:
     joints2d: np.ndarray
     losses: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch intra-op threads (restored afterwards)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def default_camera(image_size: tuple[int, int], cfg: FitConfig) -> Camera:
@@ -641,12 +653,8 @@ def fit_clip(targets: FitTargets, body: BodyModel, cfg: FitConfig = FitConfig(),
     Returns:
         :class:`FitResult` with world-frame parameters (B = T) and the (re-centred) camera.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.num_threads))  # small tensors: extra threads only add sync overhead
-    try:
+    with torch_threads(cfg.num_threads):  # small tensors: extra threads only add sync overhead
         return _fit_clip(targets, body, cfg, camera)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fit_clip(targets: FitTargets, body: BodyModel, cfg: FitConfig, camera: Camera | None) -> FitResult:

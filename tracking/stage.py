@@ -27,7 +27,7 @@ import torch
 from avatar.body.model import BodyModel
 from tracking.artifact import Tracks
 from tracking.detect import DetectConfig, Detections, detect_person
-from tracking.fit import FitConfig, FitTargets, fit_clip
+from tracking.fit import FitConfig, FitTargets, fit_clip, torch_threads
 from tracking.overlay import OverlayConfig, overlay_frames
 from tracking.video import VideoConfig, read_video, write_video
 
@@ -122,22 +122,8 @@ def run_tracking(video_path: str | Path, cfg: TrackingConfig, body: BodyModel, o
                     body_backend=getattr(body, "name", "anny"))
 
     t0 = time.perf_counter()
-    if cfg.write_overlay or cfg.log_frames > 0:
-        verts = body_vertices(body, fit.params)
-        T = len(tracks)
-        if cfg.write_overlay:
-            over = overlay_frames(frames.images, verts, body.faces, fit.camera, cfg.overlay, det, fit.joints2d,
-                                  progress=cfg.fit.progress)
-            write_video(out_dir / "overlay.mp4", over, fps=max(float(frames.fps), 1.0), crf=cfg.overlay.crf)
-        if logger is not None and cfg.log_frames > 0:
-            pick = np.unique(np.linspace(0, T - 1, min(cfg.log_frames, T)).round().astype(int))
-            if cfg.write_overlay:
-                shots = over[pick]
-            else:
-                shots = overlay_frames(frames.images[pick], verts[pick], body.faces, fit.camera, cfg.overlay,
-                                       None, fit.joints2d[pick], progress=False)
-            for i, t in enumerate(pick):
-                logger.log_image(f"tracking/overlay_{int(t):04d}", shots[i])
+    with torch_threads(cfg.fit.num_threads):
+        _overlay(frames, det, fit, tracks, cfg, body, out_dir, logger)
     timings["overlay"] = time.perf_counter() - t0
 
     total = sum(timings.values())
@@ -151,3 +137,25 @@ def run_tracking(video_path: str | Path, cfg: TrackingConfig, body: BodyModel, o
         scalars["tracking/valid_fraction"] = float(np.mean(det.valid))
         logger.log_scalars(scalars)
     return tracks
+
+
+def _overlay(frames, det, fit, tracks, cfg: TrackingConfig, body: BodyModel, out_dir: Path, logger) -> None:
+    """Write ``overlay.mp4`` and log a few overlay frames."""
+    if not (cfg.write_overlay or (logger is not None and cfg.log_frames > 0)):
+        return
+    over = None
+    verts = body_vertices(body, fit.params)
+    T = len(tracks)
+    if cfg.write_overlay:
+        over = overlay_frames(frames.images, verts, body.faces, fit.camera, cfg.overlay, det, fit.joints2d,
+                              progress=cfg.fit.progress)
+        write_video(out_dir / "overlay.mp4", over, fps=max(float(frames.fps), 1.0), crf=cfg.overlay.crf)
+    if logger is not None and cfg.log_frames > 0:
+        pick = np.unique(np.linspace(0, T - 1, min(cfg.log_frames, T)).round().astype(int))
+        if cfg.write_overlay:
+            shots = over[pick]
+        else:
+            shots = overlay_frames(frames.images[pick], verts[pick], body.faces, fit.camera, cfg.overlay,
+                                   None, fit.joints2d[pick], progress=False)
+        for i, t in enumerate(pick):
+            logger.log_image(f"tracking/overlay_{int(t):04d}", shots[i])
