@@ -1,0 +1,337 @@
+"""Per-pixel ray casting of triangle meshes (visibility, depth) and ICON-style front/back normal maps.
+
+Rays go through pixel centres (see :mod:`avatar.geometry.camera`). Perspective rays start at the
+camera centre; orthographic rays start on the plane ``z_cam = z_near - 1 m`` in front of the mesh.
+``back=True`` returns the LAST hit along the same rays, found by casting from a point beyond the mesh
+back towards the origin, so front and back maps are aligned pixel-for-pixel.
+
+Batches: ``verts`` may be ``(V, 3)`` or ``(B, V, 3)`` (shared ``faces``); a batch is processed as a
+Python loop over meshes, and every output gets the leading ``B`` dim. ``camera`` is one
+:class:`Camera` for the whole batch or a sequence of ``B`` cameras of the same image size.
+
+Backends: ``"warp"`` (BVH, ``wp.mesh_query_ray``; multi-threaded on CPU) and ``"torch"``
+(brute-force Möller-Trumbore over all faces; a reference for tests and tiny meshes). Nothing here
+is differentiable; see :mod:`avatar.geometry.diff_render` for that.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import warp as wp
+
+from avatar.geometry.camera import Camera
+from avatar.geometry.normals import check_mesh, vertex_normals
+from avatar.geometry.warp_utils import get_mesh, init_warp, parallel_launch, torch_stream, wp_device
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RayHits", "NormalMaps", "raycast", "render_normal_maps", "pixel_rays", "ray_triangle_bary"]
+
+_MARGIN = 1.0  # metres added around the mesh bounds for ray start / end points
+
+
+@dataclass(frozen=True)
+class RayHits:
+    """Ray-cast result for an ``H x W`` image (leading ``B`` for a batch of meshes).
+
+    Attributes:
+        mask: (H, W) bool, True where the pixel ray hits the mesh.
+        depth: (H, W) float32 camera-frame z of the hit (metres, +Z forward); 0 where empty.
+        face_idx: (H, W) long index of the hit face; -1 where empty.
+        bary: (H, W, 3) barycentrics of the hit w.r.t. ``faces[face_idx]``; 0 where empty.
+        points: (H, W, 3) hit points, world frame (metres); 0 where empty.
+    """
+
+    mask: torch.Tensor
+    depth: torch.Tensor
+    face_idx: torch.Tensor
+    bary: torch.Tensor
+    points: torch.Tensor
+
+
+@dataclass(frozen=True)
+class NormalMaps:
+    """ICON-style normal maps (leading ``B`` for a batch of meshes).
+
+    Attributes:
+        front, back: (H, W, 3) unit normals of the first / last surface along each pixel ray, in the
+            camera VIEW frame (x right, y up, z towards the viewer); interpolated smooth vertex
+            normals; zeros outside the masks. ``front`` has z > 0, ``back`` z < 0 for closed meshes.
+        mask_front, mask_back: (H, W) bool (equal for closed meshes).
+        depth_front, depth_back: (H, W) camera z (metres) of the hits; 0 outside the masks.
+    """
+
+    front: torch.Tensor
+    back: torch.Tensor
+    mask_front: torch.Tensor
+    mask_back: torch.Tensor
+    depth_front: torch.Tensor
+    depth_back: torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------- rays
+def _ray_range(verts: torch.Tensor, camera: Camera) -> tuple[float, float]:
+    """(z0, t_far): ortho ray-origin plane z_cam, and a ray length that reaches beyond the mesh."""
+    with torch.no_grad():
+        pc = camera.to_camera(verts.detach().float())
+        if camera.ortho:
+            zmin, zmax = float(pc[:, 2].min()), float(pc[:, 2].max())
+            z0 = zmin - _MARGIN
+            return z0, zmax - z0 + _MARGIN
+        return 0.0, float(pc.norm(dim=-1).max()) + _MARGIN
+
+
+def pixel_rays(camera: Camera, z0: float = -10.0, pixels: torch.Tensor | None = None, *, device=None,
+               dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """World-frame rays through pixel centres (same rays as the Warp kernel).
+
+    Args:
+        camera: the camera.
+        z0: camera-frame z of orthographic ray origins (ignored for perspective: origin = centre).
+        pixels: optional (M,) long flat pixel indices ``v * W + u``; default all pixels, row-major.
+        device, dtype: of the outputs.
+
+    Returns:
+        origins (M, 3), directions (M, 3) unit vectors; M = H * W if ``pixels`` is None.
+    """
+    W, H = camera.width, camera.height
+    if pixels is None:
+        pixels = torch.arange(H * W, device=device)
+    pixels = pixels.to(device)
+    u = (pixels % W).to(dtype) + 0.5
+    v = torch.div(pixels, W, rounding_mode="floor").to(dtype) + 0.5
+    x, y = (u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy
+    R, t = camera.R_t(device, dtype)
+    if camera.ortho:
+        o_cam = torch.stack([x, y, torch.full_like(x, z0)], -1)
+        d_cam = torch.zeros_like(o_cam)
+        d_cam[:, 2] = 1.0
+    else:
+        o_cam = torch.zeros(x.shape[0], 3, device=device, dtype=dtype)
+        d_cam = torch.nn.functional.normalize(torch.stack([x, y, torch.ones_like(x)], -1), dim=-1)
+    return (o_cam - t) @ R, d_cam @ R
+
+
+def ray_triangle_bary(origins: torch.Tensor, dirs: torch.Tensor, tri: torch.Tensor, eps: float = 1e-12):
+    """Möller-Trumbore ray / triangle intersection (differentiable w.r.t. all inputs).
+
+    Args:
+        origins, dirs: (..., 3) rays; tri: (..., 3, 3) triangle corners (broadcastable).
+
+    Returns:
+        t (...,) distance along ``dirs`` (in units of its length), bary (..., 3) ``(w0, w1, w2)``
+        of the hit on the plane of the triangle (not clipped to the triangle).
+    """
+    a, b, c = tri[..., 0, :], tri[..., 1, :], tri[..., 2, :]
+    e1, e2 = b - a, c - a
+    dirs, e2 = torch.broadcast_tensors(dirs, e2)
+    pvec = torch.cross(dirs, e2, dim=-1)
+    det = (e1 * pvec).sum(-1)
+    det = torch.where(det.abs() < eps, torch.full_like(det, eps), det)
+    inv = 1.0 / det
+    tvec = origins - a
+    u = (tvec * pvec).sum(-1) * inv
+    qvec = torch.cross(tvec, e1, dim=-1)
+    v = (dirs * qvec).sum(-1) * inv
+    t = (e2 * qvec).sum(-1) * inv
+    return t, torch.stack([1 - u - v, u, v], -1)
+
+
+# ---------------------------------------------------------------------------------------------- warp
+@wp.kernel
+def _ray_kernel(
+    offset: int,
+    mesh: wp.uint64,
+    width: int,
+    R: wp.mat33,
+    t: wp.vec3,
+    intr: wp.vec4,
+    ortho: int,
+    z0: float,
+    t_far: float,
+    back: int,
+    face: wp.array(dtype=wp.int32),
+    bary: wp.array(dtype=wp.vec3),
+    depth: wp.array(dtype=wp.float32),
+    points: wp.array(dtype=wp.vec3),
+):
+    tid = wp.tid() + offset
+    row = tid // width
+    col = tid - row * width
+    x = (float(col) + 0.5 - intr[2]) / intr[0]
+    y = (float(row) + 0.5 - intr[3]) / intr[1]
+    Rt = wp.transpose(R)
+    o_cam = wp.vec3(0.0, 0.0, 0.0)
+    d_cam = wp.normalize(wp.vec3(x, y, 1.0))
+    if ortho != 0:
+        o_cam = wp.vec3(x, y, z0)
+        d_cam = wp.vec3(0.0, 0.0, 1.0)
+    o = Rt @ (o_cam - t)
+    d = Rt @ d_cam
+    start = o
+    direction = d
+    if back != 0:
+        start = o + d * t_far
+        direction = -d
+    q = wp.mesh_query_ray(mesh, start, direction, t_far)
+    if q.result:
+        p = start + direction * q.t
+        face[tid] = q.face
+        bary[tid] = wp.vec3(q.u, q.v, 1.0 - q.u - q.v)
+        depth[tid] = wp.dot(wp.vec3(R[2, 0], R[2, 1], R[2, 2]), p) + t[2]
+        points[tid] = p
+    else:
+        face[tid] = -1
+        bary[tid] = wp.vec3(0.0, 0.0, 0.0)
+        depth[tid] = 0.0
+        points[tid] = wp.vec3(0.0, 0.0, 0.0)
+
+
+def _raycast_warp(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, back: bool) -> RayHits:
+    init_warp()
+    device = verts.device
+    H, W = camera.height, camera.width
+    z0, t_far = _ray_range(verts, camera)
+    mesh = get_mesh(verts, faces)
+    n = H * W
+    face = torch.empty(n, dtype=torch.int32, device=device)
+    bary = torch.empty(n, 3, dtype=torch.float32, device=device)
+    depth = torch.empty(n, dtype=torch.float32, device=device)
+    points = torch.empty(n, 3, dtype=torch.float32, device=device)
+    R = wp.mat33(*[float(x) for row in camera.R for x in row])
+    tt = wp.vec3(*[float(x) for x in camera.t])
+    intr = wp.vec4(camera.fx, camera.fy, camera.cx, camera.cy)
+    with torch_stream(device):
+        args = [mesh.id, W, R, tt, intr, int(camera.ortho), z0, t_far, int(back),
+                wp.from_torch(face), wp.from_torch(bary, dtype=wp.vec3), wp.from_torch(depth),
+                wp.from_torch(points, dtype=wp.vec3)]
+        parallel_launch(_ray_kernel, n, lambda _off: args, device=wp_device(device), min_chunk=16384)
+    face = face.long().view(H, W)
+    return RayHits(face >= 0, depth.view(H, W), face, bary.view(H, W, 3), points.view(H, W, 3))
+
+
+# ---------------------------------------------------------------------------------------------- torch
+def _raycast_torch(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, back: bool, chunk: int = 2**20) -> RayHits:
+    H, W = camera.height, camera.width
+    v = verts.detach().float()
+    z0, t_far = _ray_range(v, camera)
+    o, d = pixel_rays(camera, z0, device=v.device)
+    tri = v[faces.long()]  # (F, 3, 3)
+    step = max(1, chunk // tri.shape[0])
+    face_out, bary_out, t_out = [], [], []
+    for s in range(0, o.shape[0], step):
+        t, bary = ray_triangle_bary(o[s : s + step, None], d[s : s + step, None], tri[None])  # (n, F)
+        ok = (bary >= 0).all(-1) & (t >= 0) & (t <= t_far)
+        key = torch.where(ok, -t if back else t, torch.full_like(t, float("inf")))
+        best, f = key.min(-1)
+        hit = torch.isfinite(best)
+        rows = torch.arange(f.shape[0], device=f.device)
+        face_out.append(torch.where(hit, f, torch.full_like(f, -1)))
+        bary_out.append(bary[rows, f] * hit[:, None])
+        t_out.append(t[rows, f])
+    face = torch.cat(face_out)
+    mask = face >= 0
+    bary = torch.cat(bary_out)
+    pts = (o + d * torch.cat(t_out)[:, None]) * mask[:, None]
+    depth = camera.to_camera(pts)[:, 2] * mask
+    return RayHits(mask.view(H, W), depth.view(H, W), face.view(H, W), bary.view(H, W, 3), pts.view(H, W, 3))
+
+
+# ---------------------------------------------------------------------------------------------- public
+def _cameras(camera, batch: int | None, where: str) -> list[Camera]:
+    if isinstance(camera, Camera):
+        return [camera] * (batch or 1)
+    cams = list(camera)
+    if batch is None or len(cams) != batch or not all(isinstance(c, Camera) for c in cams):
+        raise ValueError(f"{where}: camera must be a Camera, or a sequence of B Cameras for verts (B, V, 3)")
+    if len({(c.width, c.height) for c in cams}) != 1:
+        raise ValueError(f"{where}: all cameras of a batch need the same image size")
+    return cams
+
+
+def _stack(items: list, batched: bool):
+    if not batched:
+        return items[0]
+    cls = type(items[0])
+    return cls(*(torch.stack([getattr(x, k) for x in items]) for k in cls.__dataclass_fields__))
+
+
+def raycast(
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    camera: Camera | Sequence[Camera],
+    *,
+    back: bool = False,
+    backend: str = "warp",
+) -> RayHits:
+    """Cast one ray per pixel centre and return the first (or last) hit.
+
+    Args:
+        verts: (V, 3) or (B, V, 3) vertex positions, world frame, metres.
+        faces: (F, 3) long vertex indices (shared by the batch).
+        camera: a :class:`Camera`, or B cameras (same image size) for batched ``verts``.
+        back: False -> first hit along each pixel ray; True -> last hit along the same rays.
+        backend: ``"warp"`` (fast) or ``"torch"`` (brute-force reference; small meshes / images).
+
+    Returns:
+        :class:`RayHits` with (H, W) fields ((B, H, W) for batched ``verts``); no gradients.
+    """
+    if backend not in ("warp", "torch"):
+        raise ValueError(f"raycast: backend must be 'warp' or 'torch', got {backend!r}")
+    check_mesh(verts, faces, where="raycast")
+    if verts.ndim not in (2, 3):
+        raise ValueError(f"raycast: verts must be (V, 3) or (B, V, 3), got {tuple(verts.shape)}")
+    batched = verts.ndim == 3
+    cams = _cameras(camera, verts.shape[0] if batched else None, "raycast")
+    fn = _raycast_warp if backend == "warp" else _raycast_torch
+    vb = verts if batched else verts[None]
+    with torch.no_grad():
+        hits = [fn(v.detach(), faces, cam, back) for v, cam in zip(vb, cams)]
+    return _stack(hits, batched)
+
+
+def _normals_view(verts, faces, hits: RayHits, camera: Camera) -> torch.Tensor:
+    """(H, W, 3) interpolated smooth normals at the hits, view frame; zeros outside the mask."""
+    vn = vertex_normals(verts.float(), faces)
+    fidx = hits.face_idx.clamp(min=0)
+    n = (hits.bary[..., None] * vn[faces.long()[fidx]]).sum(-2)
+    n = n @ camera.view_rotation(verts.device).T
+    n = torch.nn.functional.normalize(n, dim=-1)
+    return n * hits.mask[..., None]
+
+
+def render_normal_maps(
+    verts: torch.Tensor, faces: torch.Tensor, camera: Camera | Sequence[Camera], *, backend: str = "warp"
+) -> NormalMaps:
+    """Front and back normal maps of a mesh (ICON's input representation). Not differentiable.
+
+    Args:
+        verts: (V, 3) or (B, V, 3) world vertices, metres.
+        faces: (F, 3) long, counter-clockwise seen from outside.
+        camera: a :class:`Camera`, or B cameras for batched ``verts``.
+        backend: ``"warp"`` or ``"torch"`` (reference).
+
+    Returns:
+        :class:`NormalMaps`, (H, W, ...) fields ((B, H, W, ...) for batched ``verts``); normals in the
+        camera view frame (x right, y up, z to the viewer).
+    """
+    check_mesh(verts, faces, where="render_normal_maps")
+    if verts.ndim not in (2, 3):
+        raise ValueError(f"render_normal_maps: verts must be (V, 3) or (B, V, 3), got {tuple(verts.shape)}")
+    batched = verts.ndim == 3
+    cams = _cameras(camera, verts.shape[0] if batched else None, "render_normal_maps")
+    out = []
+    with torch.no_grad():
+        for v, cam in zip(verts if batched else verts[None], cams):
+            v = v.detach()
+            f = raycast(v, faces, cam, back=False, backend=backend)
+            b = raycast(v, faces, cam, back=True, backend=backend)
+            out.append(NormalMaps(
+                _normals_view(v, faces, f, cam), _normals_view(v, faces, b, cam),
+                f.mask, b.mask, f.depth, b.depth,
+            ))
+    return _stack(out, batched)
