@@ -135,7 +135,7 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera, params: SMPLX
     t2 = time.perf_counter()
     stats.update(estats)
     stats.update({"time_refine_s": t1 - t0, "time_extract_s": t2 - t1, "num_verts": int(len(v))})
-    return v, f, colors, params.detach().cpu(), view, stats
+    return v, f, colors, params.detach().to("cpu"), view, stats
 
 
 def _maps_png(view: FrameView) -> np.ndarray:
@@ -175,7 +175,7 @@ def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, lo
     frames = [i for i in frames if valid[i]]
     if not frames:
         raise ValueError("run_recon: no valid (detected) frame to reconstruct in the tracks")
-    params = tracks.params.detach().cpu().clone()
+    params = tracks.params.detach().to("cpu").clone()
     out: list[FrameRecon] = []
     agg: dict[str, list] = {}
     t_start = time.perf_counter()

@@ -114,8 +114,14 @@ def test_run_recon_roundtrip(anny_body, tiny_tracks, tmp_path):
     from recon.refine import RefineConfig
     from recon.stage import ReconConfig, run_recon
 
-    cfg = ReconConfig(crop_size=64, refine=RefineConfig(iters=4, loops=2),
-                      extract=ExtractConfig(coarse_res=16, fine_res=64))
+    from recon.implicit import ImplicitNet
+    from recon.normal_net import save_checkpoint
+
+    # the user-checkpoint path of the config (small untrained nets: this tests the stage's plumbing)
+    save_checkpoint(NormalNet(NormalNetConfig(width=8, levels=2, max_width=16)), tmp_path / "n.safetensors", {})
+    save_checkpoint(ImplicitNet(), tmp_path / "i.safetensors", {})
+    cfg = ReconConfig(normal_net_ckpt=str(tmp_path / "n.safetensors"), implicit_ckpt=str(tmp_path / "i.safetensors"),
+                      crop_size=64, refine=RefineConfig(iters=0), extract=ExtractConfig(coarse_res=16, fine_res=64))
     log = _Logger()
     rec = run_recon(tiny_tracks, cfg, anny_body, tmp_path / "out", log)
     assert len(rec.frames) == 2 and rec.params.batch_size == 2
