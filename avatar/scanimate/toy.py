@@ -16,7 +16,7 @@ from avatar.body.params import SMPLXParams
 from avatar.body.skeleton import JOINT_INDEX
 from avatar.geometry.normals import vertex_normals
 
-__all__ = ["ToySubject", "make_toy_subject", "random_poses"]
+__all__ = ["ToySubject", "make_toy_subject", "random_poses", "tiny_avatar_config", "toy_recon", "toy_tracks"]
 
 _TORSO = ("pelvis", "spine1", "spine2", "spine3", "left_hip", "right_hip", "left_collar", "right_collar")
 _LEGS = ("left_knee", "right_knee")
