@@ -60,7 +60,7 @@ class Camera:
         target = np.asarray(target, np.float64)
         z = target - eye
         z /= np.linalg.norm(z)
-        x = np.cross(z, -np.asarray(up, np.float64))
+        x = np.cross(-np.asarray(up, np.float64), z)  # OpenCV: x = y * z with y = -up
         if np.linalg.norm(x) < 1e-8:
             raise ValueError("look_at: 'up' is parallel to the viewing direction")
         x /= np.linalg.norm(x)
