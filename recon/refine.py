@@ -52,47 +52,43 @@ class RefineConfig:
 
 
 def render_body(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, sigma: float = 1.0
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable body normal map and soft silhouette (project ``diff_render``).
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Differentiable body normal maps (front, back) and soft silhouette (project ``diff_render``).
 
     Args:
-        verts: (V, 3) world.  faces: (F, 3).  camera: crop camera (S x S).
+        verts: (V, 3) world.  faces: (F, 3).  camera: crop camera (S x S).  sigma: silhouette blur (px).
 
     Returns:
-        normals (3, S, S) view frame (zero off the body); silhouette (S, S) in [0, 1].
+        front, back: (3, S, S) view-frame normals (zero off the body); silhouette (S, S) in [0, 1].
     """
     from avatar.geometry.diff_render import render_normals_diff, soft_silhouette
 
-    n = render_normals_diff(verts, faces, camera)
-    n = getattr(n, "normals", n)
-    if isinstance(n, (tuple, list)):
-        n = n[0]
-    sil = soft_silhouette(verts, faces, camera, sigma=sigma)
-    sil = getattr(sil, "silhouette", sil)
-    if isinstance(sil, (tuple, list)):
-        sil = sil[0]
-    if n.ndim == 4:
-        n = n[0]
-    if sil.ndim == 3:
-        sil = sil[0]
-    return to_chw(n), sil
+    front, _ = render_normals_diff(verts, faces, camera)
+    back, _ = render_normals_diff(verts, faces, camera, back=True)
+    sil = soft_silhouette(verts, faces, camera, sigma_px=sigma)
+    return to_chw(front), to_chw(back), sil
 
 
 def refine_loss(verts: torch.Tensor, faces: torch.Tensor, view: FrameView, cfg: RefineConfig
                 ) -> tuple[torch.Tensor, dict]:
     """Data terms of the refinement for one view (predicted clothed normals must be set).
 
+    Normal term: L1 + (1 - cos) between the body's rendered front/back normals and the predicted
+    clothed ones, over pixels inside both the person mask and the body; silhouette term: mean
+    |soft silhouette - mask|.
+
     Returns:
-        scalar loss (normal + silhouette), dict of float parts.
+        scalar loss, dict of float parts.
     """
-    n_body, sil = render_body(verts, faces, view.box.camera, cfg.sigma)
+    front, back, sil = render_body(verts, faces, view.box.camera, cfg.sigma)
     mask = view.mask[0]
-    target = view.maps.clothed_front
     w = ((mask > 0.5) & (sil.detach() > 0.5)).float()
     denom = w.sum().clamp(min=1.0)
-    l1 = ((n_body - target).abs().sum(0) * w).sum() / denom
-    cos = ((1 - (n_body * target).sum(0)) * w).sum() / denom
-    l_n = l1 + cos
+    l_n = verts.new_zeros(())
+    for n_body, target in ((front, view.maps.clothed_front), (back, view.maps.clothed_back)):
+        l1 = ((n_body - target).abs().sum(0) * w).sum() / denom
+        cos = ((1 - (n_body * target).sum(0)) * w).sum() / denom
+        l_n = l_n + 0.5 * (l1 + cos)
     l_s = (sil - mask).abs().mean()
     loss = cfg.w_normal * l_n + cfg.w_silhouette * l_s
     return loss, {"normal": float(l_n), "silhouette": float(l_s)}

@@ -67,7 +67,8 @@ def test_refinement_lowers_loss(anny_body):
     p0 = p_gt.clone()
     p0.transl[0] += torch.tensor([0.04, -0.03, 0.0])
     net = NormalNet(NormalNetConfig(width=8, levels=2, max_width=16)).eval()
-    cfg = RefineConfig(iters=24, loops=2, lr=0.01, w_transl_prior=1.0)
+    # the untrained net returns the current body normals, so only the silhouette carries information here
+    cfg = RefineConfig(iters=12, loops=1, lr=0.02, w_normal=0.0, w_transl_prior=1.0)
     p, view, st = refine_body(img, mask, cam, p0, anny_body, net, cfg, crop_size=64)
     assert st["refine_loss_last"] < 0.8 * st["refine_loss_first"]
     err0 = float((p0.transl - p_gt.transl).norm())
