@@ -91,7 +91,7 @@ def refine_loss(verts: torch.Tensor, faces: torch.Tensor, view: FrameView, cfg: 
         l_n = l_n + 0.5 * (l1 + cos)
     l_s = (sil - mask).abs().mean()
     loss = cfg.w_normal * l_n + cfg.w_silhouette * l_s
-    return loss, {"normal": float(l_n), "silhouette": float(l_s)}
+    return loss, {"normal": l_n.item(), "silhouette": l_s.item()}
 
 
 def refine_body(image: np.ndarray, mask: np.ndarray, camera: Camera, params: SMPLXParams, body: BodyModel,
@@ -141,7 +141,7 @@ def refine_body(image: np.ndarray, mask: np.ndarray, camera: Camera, params: SMP
             loss = data + prior
             loss.backward()
             opt.step()
-            history.append(float(data))
+            history.append(data.item())
     p = p.detach()
     with torch.no_grad():
         verts = body(p).vertices[0]
