@@ -294,14 +294,14 @@ def raycast(
     return _stack(hits, batched)
 
 
-def _normals_view(verts, faces, hits: RayHits, camera: Camera) -> torch.Tensor:
-    """(H, W, 3) interpolated smooth normals at the hits, view frame; zeros outside the mask."""
-    vn = vertex_normals(verts.float(), faces)
-    fidx = hits.face_idx.clamp(min=0)
-    n = (hits.bary[..., None] * vn[faces.long()[fidx]]).sum(-2)
-    n = n @ camera.view_rotation(verts.device).T
-    n = torch.nn.functional.normalize(n, dim=-1)
-    return n * hits.mask[..., None]
+def _normals_view(vn: torch.Tensor, faces: torch.Tensor, hits: RayHits, camera: Camera) -> torch.Tensor:
+    """(H, W, 3) normals interpolated from (V, 3) vertex normals at the hits, view frame; 0 off the mask."""
+    H, W = hits.mask.shape
+    pix = hits.mask.reshape(-1).nonzero().squeeze(1)
+    fv = faces[hits.face_idx.reshape(-1)[pix]]  # (M, 3)
+    n = (hits.bary.reshape(-1, 3)[pix, :, None] * vn[fv]).sum(-2)
+    n = torch.nn.functional.normalize(n @ camera.view_rotation(vn.device, vn.dtype).T, dim=-1)
+    return vn.new_zeros(H * W, 3).index_copy_(0, pix, n).view(H, W, 3)
 
 
 def render_normal_maps(
@@ -330,8 +330,9 @@ def render_normal_maps(
             v = v.detach()
             f = raycast(v, faces, cam, back=False, backend=backend)
             b = raycast(v, faces, cam, back=True, backend=backend)
+            vn = vertex_normals(v.float(), faces)
             out.append(NormalMaps(
-                _normals_view(v, faces, f, cam), _normals_view(v, faces, b, cam),
+                _normals_view(vn, faces.long(), f, cam), _normals_view(vn, faces.long(), b, cam),
                 f.mask, b.mask, f.depth, b.depth,
             ))
     return _stack(out, batched)

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "init_warp", "wp_device", "torch_stream", "get_mesh", "clear_mesh_cache", "parallel_launch", "num_cpu_threads",
+    "tensor_digest",
 ]
 
 _INIT_LOCK = threading.Lock()
@@ -144,7 +145,8 @@ class _CachedMesh:
     verts_key: bytes
 
 
-def _digest(t: torch.Tensor) -> bytes:
+def tensor_digest(t: torch.Tensor) -> bytes:
+    """16-byte content hash of a tensor (copies to host if needed)."""
     arr = t.detach().contiguous().cpu().numpy()
     return hashlib.blake2b(arr.tobytes(), digest_size=16).digest()
 
@@ -171,7 +173,7 @@ def get_mesh(verts: torch.Tensor, faces: torch.Tensor, *, winding: bool = False)
     device = wp_device(verts.device)
     points = verts.detach().to(torch.float32).contiguous()
     indices = faces.detach().to(device=verts.device, dtype=torch.int32).reshape(-1).contiguous()
-    vkey, fkey = _digest(points), _digest(indices)
+    vkey, fkey = tensor_digest(points), tensor_digest(indices)
     key = (device, int(points.shape[0]), fkey, bool(winding))
     with _MESH_LOCK, torch_stream(verts.device):
         entry = _MESH_CACHE.get(key)
