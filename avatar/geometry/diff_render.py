@@ -36,6 +36,10 @@ from avatar.geometry.warp_utils import init_warp, parallel_launch, tensor_digest
 
 log = logging.getLogger(__name__)
 
+# The kernels here are never differentiated by Warp (gradients are recomputed in torch): skip the
+# adjoint code, which halves compile time.
+wp.set_module_options({"enable_backward": False})
+
 __all__ = ["render_normals_diff", "soft_silhouette", "edge_topology", "contour_edges"]
 
 _TOPO_CACHE: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()

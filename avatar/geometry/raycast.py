@@ -29,6 +29,10 @@ from avatar.geometry.warp_utils import get_mesh, init_warp, parallel_launch, tor
 
 log = logging.getLogger(__name__)
 
+# The kernels here are never differentiated by Warp (gradients are recomputed in torch): skip the
+# adjoint code, which halves compile time.
+wp.set_module_options({"enable_backward": False})
+
 __all__ = ["RayHits", "NormalMaps", "raycast", "render_normal_maps", "pixel_rays", "ray_triangle_bary"]
 
 _MARGIN = 1.0  # metres added around the mesh bounds for ray start / end points

@@ -27,6 +27,10 @@ from avatar.geometry.warp_utils import get_mesh, init_warp, parallel_launch, tor
 
 log = logging.getLogger(__name__)
 
+# The kernels here are never differentiated by Warp (gradients are recomputed in torch): skip the
+# adjoint code, which halves compile time.
+wp.set_module_options({"enable_backward": False})
+
 __all__ = [
     "ClosestPoint", "signed_distance", "closest_point_on_triangle", "winding_number", "closest_faces_torch",
 ]

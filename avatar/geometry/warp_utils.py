@@ -31,6 +31,7 @@ _MESH_CACHE_SIZE = 8
 _MESH_CACHE: "OrderedDict[tuple, _CachedMesh]" = OrderedDict()
 _MESH_LOCK = threading.Lock()
 _POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -118,21 +119,24 @@ def parallel_launch(kernel, dim: int, inputs_fn, *, device: str, min_chunk: int 
         return
     n = num_cpu_threads() if device == "cpu" else 1
     n = max(1, min(n, dim // min_chunk))
+    chunks = max(1, min(4 * n, dim // min_chunk))  # a few chunks per thread balance uneven work
     if n == 1:
         wp.launch(kernel, dim=dim, inputs=[0, *inputs_fn(0)], device=device)
         return
     global _POOL
-    if _POOL is None or _POOL._max_workers < n:  # noqa: SLF001
-        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="warp-cpu")
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < n:  # noqa: SLF001
+            _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="warp-cpu")
+        pool = _POOL
     # Make sure the module is compiled/loaded once, before threads race to do so.
     wp.load_module(kernel.module, device=device)
-    bounds = [dim * i // n for i in range(n + 1)]
+    bounds = [dim * i // chunks for i in range(chunks + 1)]
 
     def run(i: int) -> None:
         lo, hi = bounds[i], bounds[i + 1]
         wp.launch(kernel, dim=hi - lo, inputs=[lo, *inputs_fn(lo)], device=device)
 
-    for f in [_POOL.submit(run, i) for i in range(n)]:
+    for f in [pool.submit(run, i) for i in range(chunks)]:
         f.result()
 
 
