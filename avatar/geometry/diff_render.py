@@ -97,7 +97,7 @@ def edge_topology(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         edges: (E, 2) long vertex pairs (sorted), edge_faces: (E, 2) long face indices, ``-1`` in
         the second column for boundary edges (non-manifold edges keep their first two faces).
     """
-    key = (str(faces.device), tuple(faces.shape), tensor_digest(faces.long()))
+    key = (str(faces.device), tuple(faces.shape), tensor_digest(faces, memo=True))
     with _TOPO_LOCK:
         if key in _TOPO_CACHE:
             _TOPO_CACHE.move_to_end(key)
@@ -202,6 +202,27 @@ def _nearest_edges(pts: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: 
 
 
 # ---------------------------------------------------------------------------------------------- silhouette
+def _near_boundary(mask: torch.Tensor, r: int) -> torch.Tensor:
+    """(H, W) bool: pixels whose (2r+1)^2 neighbourhood holds both mask values (separable pooling,
+    restricted to the mask's bounding box grown by ``r``)."""
+    H, W = mask.shape
+    out = torch.zeros_like(mask)
+    rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+    if rows.numel() == 0:
+        return out
+    y0, y1 = max(int(rows[0]) - r, 0), min(int(rows[-1]) + r + 1, H)
+    x0, x1 = max(int(cols[0]) - r, 0), min(int(cols[-1]) + r + 1, W)
+    m = mask[y0:y1, x0:x1].float()[None, None]
+    pool = torch.nn.functional.max_pool2d
+
+    def dilate(x):
+        x = pool(x, (1, 2 * r + 1), stride=1, padding=(0, r))
+        return pool(x, (2 * r + 1, 1), stride=1, padding=(r, 0))
+
+    out[y0:y1, x0:x1] = (dilate(m) != -dilate(-m))[0, 0]
+    return out
+
+
 def soft_silhouette(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, sigma_px: float = 1.0) -> torch.Tensor:
     """Differentiable soft silhouette: the hard mask blurred across its boundary (see module doc).
 
@@ -223,10 +244,7 @@ def soft_silhouette(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, si
     mask = raycast(verts.detach(), faces, camera).mask
     hard = mask.to(verts.dtype).reshape(-1)
     r = int(math.ceil(3.0 * sigma_px)) + 1
-    m = mask.float()[None, None]
-    dil = torch.nn.functional.max_pool2d(m, 2 * r + 1, stride=1, padding=r)
-    ero = -torch.nn.functional.max_pool2d(-m, 2 * r + 1, stride=1, padding=r)
-    band = (dil != ero)[0, 0]
+    band = _near_boundary(mask, r)
     pix = band.reshape(-1).nonzero().squeeze(1)
     if pix.numel() == 0:
         return hard.view(H, W)

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ _MESH_CACHE: "OrderedDict[tuple, _CachedMesh]" = OrderedDict()
 _MESH_LOCK = threading.Lock()
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+_DIGEST_MEMO: "OrderedDict[int, tuple]" = OrderedDict()
+_MEMO_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -149,8 +152,25 @@ class _CachedMesh:
     verts_key: bytes
 
 
-def tensor_digest(t: torch.Tensor) -> bytes:
-    """16-byte content hash of a tensor (copies to host if needed)."""
+def tensor_digest(t: torch.Tensor, *, memo: bool = False) -> bytes:
+    """16-byte content hash of a tensor (copies to host if needed).
+
+    ``memo=True`` remembers the hash per tensor object and in-place version counter, for tensors that
+    are passed again and again unchanged (mesh faces); a new tensor or an in-place edit rehashes.
+    """
+    if memo:
+        key = id(t)
+        stamp = (t._version, t.data_ptr(), tuple(t.shape), t.dtype, t.device)
+        with _MEMO_LOCK:
+            hit = _DIGEST_MEMO.get(key)
+            if hit is not None and hit[0]() is t and hit[1] == stamp:
+                return hit[2]
+        digest = tensor_digest(t)
+        with _MEMO_LOCK:
+            _DIGEST_MEMO[key] = (weakref.ref(t), stamp, digest)
+            while len(_DIGEST_MEMO) > 64:
+                _DIGEST_MEMO.popitem(last=False)
+        return digest
     arr = t.detach().contiguous().cpu().numpy()
     return hashlib.blake2b(arr.tobytes(), digest_size=16).digest()
 
@@ -175,9 +195,10 @@ def get_mesh(verts: torch.Tensor, faces: torch.Tensor, *, winding: bool = False)
     if verts.ndim != 2 or verts.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"get_mesh: need verts (V, 3) and faces (F, 3), got {tuple(verts.shape)}, {tuple(faces.shape)}")
     device = wp_device(verts.device)
+    if faces.device != verts.device:
+        raise ValueError(f"get_mesh: verts on {verts.device} but faces on {faces.device}")
     points = verts.detach().to(torch.float32).contiguous()
-    indices = faces.detach().to(device=verts.device, dtype=torch.int32).reshape(-1).contiguous()
-    vkey, fkey = tensor_digest(points), tensor_digest(indices)
+    vkey, fkey = tensor_digest(points), tensor_digest(faces, memo=True)
     key = (device, int(points.shape[0]), fkey, bool(winding))
     with _MESH_LOCK, torch_stream(verts.device):
         entry = _MESH_CACHE.get(key)
@@ -189,6 +210,7 @@ def get_mesh(verts: torch.Tensor, faces: torch.Tensor, *, winding: bool = False)
                 entry.verts_key = vkey
             return entry.mesh
         points = points.clone()  # owned copy: refits write into it
+        indices = faces.detach().to(torch.int32).reshape(-1).contiguous()
         mesh = wp.Mesh(
             points=wp.from_torch(points, dtype=wp.vec3),
             indices=wp.from_torch(indices, dtype=wp.int32),
