@@ -246,8 +246,8 @@ def soft_silhouette(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, si
     r = int(math.ceil(3.0 * sigma_px)) + 1
     band = _near_boundary(mask, r)
     pix = band.reshape(-1).nonzero().squeeze(1)
-    if pix.numel() == 0:
-        return hard.view(H, W)
+    if pix.numel() == 0:  # empty or full image: no boundary; keep the output attached to the graph
+        return (hard + 0.0 * verts.sum()).view(H, W) if verts.requires_grad else hard.view(H, W)
 
     # projected contour edges near the boundary band
     edges, _ = edge_topology(faces)

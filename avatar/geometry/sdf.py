@@ -154,7 +154,9 @@ def closest_point_on_triangle(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     return out
 
 
-def winding_number(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, *, chunk: int = 2**18) -> torch.Tensor:
+def winding_number(
+    points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, *, chunk: int = 2**18
+) -> torch.Tensor:
     """Exact generalized winding number (sum of signed solid angles / 4 pi), brute force.
 
     Args:
@@ -275,4 +277,5 @@ def signed_distance(
                             points.new_zeros(0, 3), points.new_zeros(0, 3))
     if len(parts) == 1:
         return parts[0]
-    return ClosestPoint(*(torch.cat([getattr(q, k) for q in parts]) for k in ("sdf", "closest", "face_idx", "bary", "normal")))
+    fields = ("sdf", "closest", "face_idx", "bary", "normal")
+    return ClosestPoint(*(torch.cat([getattr(q, k) for q in parts]) for k in fields))

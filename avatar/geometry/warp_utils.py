@@ -193,7 +193,9 @@ def get_mesh(verts: torch.Tensor, faces: torch.Tensor, *, winding: bool = False)
     """
     wp = init_warp()
     if verts.ndim != 2 or verts.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
-        raise ValueError(f"get_mesh: need verts (V, 3) and faces (F, 3), got {tuple(verts.shape)}, {tuple(faces.shape)}")
+        raise ValueError(
+            f"get_mesh: need verts (V, 3) and faces (F, 3), got {tuple(verts.shape)}, {tuple(faces.shape)}"
+        )
     device = wp_device(verts.device)
     if faces.device != verts.device:
         raise ValueError(f"get_mesh: verts on {verts.device} but faces on {faces.device}")

@@ -114,6 +114,16 @@ def test_silhouette_optimisation_recovers_translation():
     assert (trans.detach()[:2] - target_t[:2]).abs().max() < 0.01
 
 
+def test_mesh_outside_the_image():
+    verts, faces = _sphere(sub=1)
+    v = (verts + torch.tensor([10.0, 0.0, 0.0])).requires_grad_(True)
+    s = soft_silhouette(v, faces, PERSP)
+    n, m = render_normals_diff(v, faces, PERSP)
+    assert (s == 0).all() and (n == 0).all() and not m.any()
+    (s.sum() + n.sum()).backward()  # still part of the graph, with zero gradient
+    assert (v.grad == 0).all()
+
+
 def test_bad_inputs():
     verts, faces = _sphere(sub=1)
     with pytest.raises(ValueError, match="sigma_px"):

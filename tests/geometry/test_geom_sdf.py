@@ -92,13 +92,10 @@ def test_gradient_wrt_points_is_closest_direction_and_matches_fd():
     # central finite differences (float32, eps = 1e-3 m), away from the medial axis
     eps = 1e-3
     p = points.detach()
-    fd = torch.stack(
-        [
-            (signed_distance(p + eps * e, verts, faces).sdf - signed_distance(p - eps * e, verts, faces).sdf) / (2 * eps)
-            for e in torch.eye(3)
-        ],
-        -1,
-    )
+    def sdf(x):
+        return signed_distance(x, verts, faces).sdf
+
+    fd = torch.stack([(sdf(p + eps * e) - sdf(p - eps * e)) / (2 * eps) for e in torch.eye(3)], -1)
     ok = (fd - grad).norm(dim=-1) < 1e-2
     assert ok.float().mean() > 0.95
 
@@ -153,9 +150,13 @@ def test_bad_inputs():
 
 def test_closest_point_on_triangle_regions():
     a, b, c = torch.tensor([0.0, 0, 0]), torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 0])
-    p = torch.tensor([[-1.0, -1, 0.3], [2.0, -0.5, 0], [-0.5, 2, 0], [0.5, -1, 0], [-1, 0.5, 0], [1, 1, 0], [0.2, 0.2, 1]])
+    p = torch.tensor(
+        [[-1.0, -1, 0.3], [2.0, -0.5, 0], [-0.5, 2, 0], [0.5, -1, 0], [-1, 0.5, 0], [1, 1, 0], [0.2, 0.2, 1]]
+    )
     bary = closest_point_on_triangle(p, a, b, c)
-    expected = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5], [0.6, 0.2, 0.2]])
+    expected = torch.tensor(
+        [[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5], [0.6, 0.2, 0.2]]
+    )
     assert torch.allclose(bary, expected, atol=1e-6)
 
 
