@@ -9,9 +9,12 @@ Batches: ``verts`` may be ``(V, 3)`` or ``(B, V, 3)`` (shared ``faces``); a batc
 Python loop over meshes, and every output gets the leading ``B`` dim. ``camera`` is one
 :class:`Camera` for the whole batch or a sequence of ``B`` cameras of the same image size.
 
-Backends: ``"warp"`` (BVH, ``wp.mesh_query_ray``; multi-threaded on CPU) and ``"torch"``
-(brute-force Möller-Trumbore over all faces; a reference for tests and tiny meshes). Nothing here
-is differentiable; see :mod:`avatar.geometry.diff_render` for that.
+Backends: ``"warp"`` and ``"torch"`` (brute-force Möller-Trumbore over all faces; a reference for
+tests and tiny meshes). The Warp backend has two visibility methods with the same results: BVH rays
+(``wp.mesh_query_ray``; used on CUDA) and, on CPU, a z-buffer of pixel-centre coverage (one thread
+per band of rows) followed by the exact ray/triangle intersection of each covered pixel, ~4x faster
+than BVH rays there. Both are multi-threaded on CPU. Nothing here is differentiable; see
+:mod:`avatar.geometry.diff_render` for that.
 """
 
 from __future__ import annotations
@@ -183,7 +186,7 @@ def _ray_kernel(
         direction = -d
     q = wp.mesh_query_ray(mesh, start, direction, t_far)
     if q.result:
-        p = start + direction * q.t
+        p = wp.mesh_eval_position(mesh, q.face, q.u, q.v)  # = start + direction * q.t, consistent with bary
         face[tid] = q.face
         bary[tid] = wp.vec3(q.u, q.v, 1.0 - q.u - q.v)
         depth[tid] = wp.dot(wp.vec3(R[2, 0], R[2, 1], R[2, 2]), p) + t[2]
@@ -195,12 +198,148 @@ def _ray_kernel(
         points[tid] = wp.vec3(0.0, 0.0, 0.0)
 
 
-def _raycast_warp(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, back: bool) -> RayHits:
+@wp.kernel
+def _raster_kernel(
+    offset: int,
+    rows_per_band: int,
+    width: int,
+    height: int,
+    uvz: wp.array(dtype=wp.vec3),
+    indices: wp.array(dtype=wp.int32),
+    tri_ids: wp.array(dtype=wp.int32),
+    bounds: wp.array(dtype=wp.vec4i),
+    band_range: wp.array(dtype=wp.vec2i),
+    ortho: int,
+    back: int,
+    verts: wp.array(dtype=wp.vec3),
+    R: wp.mat33,
+    t: wp.vec3,
+    intr: wp.vec4,
+    z0: float,
+    zbuf: wp.array(dtype=wp.float32),
+    face: wp.array(dtype=wp.int32),
+    bary: wp.array(dtype=wp.vec3),
+    depth: wp.array(dtype=wp.float32),
+    points: wp.array(dtype=wp.vec3),
+):
+    # one thread per band of image rows: z-buffer every triangle overlapping the band (pixel-centre
+    # coverage = the pixel ray passes through the triangle), then intersect each covered pixel's ray
+    # with its winning triangle exactly, like the ray kernel does.
+    band = wp.tid() + offset
+    r0 = band * rows_per_band
+    r1 = wp.min(r0 + rows_per_band, height)
+    sign = 1.0
+    if back != 0:
+        sign = -1.0
+    for i in range(r0 * width, r1 * width):
+        zbuf[i] = 1.0e30
+        face[i] = -1
+    rng = band_range[band]
+    for k in range(rng[0], rng[1]):
+        b = bounds[k]  # row_lo, row_hi, col_lo, col_hi
+        if b[1] < r0 or b[0] >= r1:
+            continue
+        f = tri_ids[k]
+        pa = uvz[indices[3 * f]]
+        pb = uvz[indices[3 * f + 1]]
+        pc = uvz[indices[3 * f + 2]]
+        area = (pb[0] - pa[0]) * (pc[1] - pa[1]) - (pb[1] - pa[1]) * (pc[0] - pa[0])
+        if wp.abs(area) < 1.0e-12:
+            continue
+        inv = 1.0 / area
+        for row in range(wp.max(r0, b[0]), wp.min(r1, b[1] + 1)):
+            py = float(row) + 0.5
+            for col in range(b[2], b[3] + 1):
+                px = float(col) + 0.5
+                w0 = ((pb[0] - px) * (pc[1] - py) - (pb[1] - py) * (pc[0] - px)) * inv
+                w1 = ((pc[0] - px) * (pa[1] - py) - (pc[1] - py) * (pa[0] - px)) * inv
+                w2 = 1.0 - w0 - w1
+                if w0 >= -1.0e-6 and w1 >= -1.0e-6 and w2 >= -1.0e-6:
+                    z = w0 * pa[2] + w1 * pb[2] + w2 * pc[2]
+                    if ortho == 0:
+                        z = 1.0 / (w0 / pa[2] + w1 / pb[2] + w2 / pc[2])
+                    idx = row * width + col
+                    if sign * z < zbuf[idx]:
+                        zbuf[idx] = sign * z
+                        face[idx] = f
+    Rt = wp.transpose(R)
+    for i in range(r0 * width, r1 * width):
+        f = face[i]
+        if f < 0:
+            bary[i] = wp.vec3(0.0, 0.0, 0.0)
+            depth[i] = 0.0
+            points[i] = wp.vec3(0.0, 0.0, 0.0)
+            continue
+        row = i // width
+        col = i - row * width
+        x = (float(col) + 0.5 - intr[2]) / intr[0]
+        y = (float(row) + 0.5 - intr[3]) / intr[1]
+        o_cam = wp.vec3(0.0, 0.0, 0.0)
+        d_cam = wp.normalize(wp.vec3(x, y, 1.0))
+        if ortho != 0:
+            o_cam = wp.vec3(x, y, z0)
+            d_cam = wp.vec3(0.0, 0.0, 1.0)
+        o = Rt @ (o_cam - t)
+        d = Rt @ d_cam
+        a = verts[indices[3 * f]]
+        e1 = verts[indices[3 * f + 1]] - a
+        e2 = verts[indices[3 * f + 2]] - a
+        pvec = wp.cross(d, e2)
+        det = wp.dot(e1, pvec)
+        if wp.abs(det) < 1.0e-20:
+            det = 1.0e-20
+        tvec = o - a
+        u = wp.dot(tvec, pvec) / det
+        qvec = wp.cross(tvec, e1)
+        v = wp.dot(d, qvec) / det
+        p = a + e1 * u + e2 * v  # the hit, consistent with its barycentrics
+        bary[i] = wp.vec3(1.0 - u - v, u, v)
+        depth[i] = wp.dot(wp.vec3(R[2, 0], R[2, 1], R[2, 2]), p) + t[2]
+        points[i] = p
+
+
+def _raster_setup(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, rows_per_band: int):
+    """Projected vertices and image-space bounds of the triangles, sorted by first row, per band.
+
+    Returns None when a perspective camera sees vertices at or behind its centre (use rays).
+    """
+    H, W = camera.height, camera.width
+    pc = camera.to_camera(verts)
+    z = pc[:, 2]
+    if camera.ortho:
+        xy = pc[:, :2]
+    else:
+        if float(z.min()) <= 1e-4:
+            return None
+        xy = pc[:, :2] / z[:, None]
+    uv = torch.stack([xy[:, 0] * camera.fx + camera.cx, xy[:, 1] * camera.fy + camera.cy], -1)
+    uvz = torch.cat([uv, z[:, None]], -1).contiguous()
+    tri = uv[faces]  # (F, 3, 2)
+    lo, hi = tri.min(1).values, tri.max(1).values
+    c_lo = torch.ceil(lo[:, 0] - 0.5).clamp(min=0)
+    c_hi = torch.floor(hi[:, 0] - 0.5).clamp(max=W - 1)
+    r_lo = torch.ceil(lo[:, 1] - 0.5).clamp(min=0)
+    r_hi = torch.floor(hi[:, 1] - 0.5).clamp(max=H - 1)
+    keep = ((r_lo <= r_hi) & (c_lo <= c_hi)).nonzero().squeeze(1)
+    bounds = torch.stack([r_lo, r_hi, c_lo, c_hi], -1)[keep].to(torch.int32)
+    order = bounds[:, 0].argsort()
+    bounds, ids = bounds[order].contiguous(), keep[order].to(torch.int32).contiguous()
+    n_bands = (H + rows_per_band - 1) // rows_per_band
+    span = int((bounds[:, 1] - bounds[:, 0]).max()) if bounds.shape[0] else 0
+    r0 = torch.arange(n_bands, device=verts.device, dtype=torch.int32) * rows_per_band
+    rows = bounds[:, 0].contiguous()
+    band_range = torch.stack(
+        [torch.searchsorted(rows, r0 - span), torch.searchsorted(rows, r0 + rows_per_band)], -1
+    ).to(torch.int32).contiguous()
+    return uvz, ids, bounds, band_range, n_bands
+
+
+def _raycast_warp(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, back: bool,
+                  method: str = "auto") -> RayHits:
     init_warp()
     device = verts.device
     H, W = camera.height, camera.width
     z0, t_far = _ray_range(verts, camera)
-    mesh = get_mesh(verts, faces)
     n = H * W
     face = torch.empty(n, dtype=torch.int32, device=device)
     bary = torch.empty(n, 3, dtype=torch.float32, device=device)
@@ -209,11 +348,27 @@ def _raycast_warp(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, back
     R = wp.mat33(*[float(x) for row in camera.R for x in row])
     tt = wp.vec3(*[float(x) for x in camera.t])
     intr = wp.vec4(camera.fx, camera.fy, camera.cx, camera.cy)
+    outs = [wp.from_torch(face), wp.from_torch(bary, dtype=wp.vec3), wp.from_torch(depth),
+            wp.from_torch(points, dtype=wp.vec3)]
+    setup = None
+    if method == "raster" or (method == "auto" and device.type != "cuda"):
+        rpb = 8
+        v32 = verts.detach().float().contiguous()
+        setup = _raster_setup(v32, faces.long(), camera, rpb)
     with torch_stream(device):
-        args = [mesh.id, W, R, tt, intr, int(camera.ortho), z0, t_far, int(back),
-                wp.from_torch(face), wp.from_torch(bary, dtype=wp.vec3), wp.from_torch(depth),
-                wp.from_torch(points, dtype=wp.vec3)]
-        parallel_launch(_ray_kernel, n, lambda _off: args, device=wp_device(device), min_chunk=16384)
+        if setup is not None:
+            uvz, ids, bounds, band_range, n_bands = setup
+            indices = faces.to(torch.int32).reshape(-1).contiguous()
+            zbuf = torch.empty(n, dtype=torch.float32, device=device)
+            args = [rpb, W, H, wp.from_torch(uvz, dtype=wp.vec3), wp.from_torch(indices), wp.from_torch(ids),
+                    wp.from_torch(bounds, dtype=wp.vec4i), wp.from_torch(band_range, dtype=wp.vec2i),
+                    int(camera.ortho), int(back), wp.from_torch(v32, dtype=wp.vec3), R, tt, intr, z0,
+                    wp.from_torch(zbuf), *outs]
+            parallel_launch(_raster_kernel, n_bands, lambda _off: args, device=wp_device(device), min_chunk=1)
+        else:
+            mesh = get_mesh(verts, faces)
+            args = [mesh.id, W, R, tt, intr, int(camera.ortho), z0, t_far, int(back), *outs]
+            parallel_launch(_ray_kernel, n, lambda _off: args, device=wp_device(device), min_chunk=16384)
     face = face.long().view(H, W)
     return RayHits(face >= 0, depth.view(H, W), face, bary.view(H, W, 3), points.view(H, W, 3))
 
@@ -271,6 +426,7 @@ def raycast(
     *,
     back: bool = False,
     backend: str = "warp",
+    method: str = "auto",
 ) -> RayHits:
     """Cast one ray per pixel centre and return the first (or last) hit.
 
@@ -280,21 +436,29 @@ def raycast(
         camera: a :class:`Camera`, or B cameras (same image size) for batched ``verts``.
         back: False -> first hit along each pixel ray; True -> last hit along the same rays.
         backend: ``"warp"`` (fast) or ``"torch"`` (brute-force reference; small meshes / images).
+        method: Warp visibility method, same results: ``"ray"`` (BVH ``wp.mesh_query_ray`` per
+            pixel), ``"raster"`` (z-buffer of pixel-centre coverage, then an exact ray/triangle
+            intersection per covered pixel; ~4x faster on CPU; falls back to rays when a perspective
+            camera has vertices at or behind its centre) or ``"auto"`` (raster on CPU, ray on CUDA).
 
     Returns:
         :class:`RayHits` with (H, W) fields ((B, H, W) for batched ``verts``); no gradients.
     """
     if backend not in ("warp", "torch"):
         raise ValueError(f"raycast: backend must be 'warp' or 'torch', got {backend!r}")
+    if method not in ("auto", "ray", "raster"):
+        raise ValueError(f"raycast: method must be 'auto', 'ray' or 'raster', got {method!r}")
     check_mesh(verts, faces, where="raycast")
     if verts.ndim not in (2, 3):
         raise ValueError(f"raycast: verts must be (V, 3) or (B, V, 3), got {tuple(verts.shape)}")
     batched = verts.ndim == 3
     cams = _cameras(camera, verts.shape[0] if batched else None, "raycast")
-    fn = _raycast_warp if backend == "warp" else _raycast_torch
     vb = verts if batched else verts[None]
     with torch.no_grad():
-        hits = [fn(v.detach(), faces, cam, back) for v, cam in zip(vb, cams)]
+        if backend == "warp":
+            hits = [_raycast_warp(v.detach(), faces, cam, back, method) for v, cam in zip(vb, cams)]
+        else:
+            hits = [_raycast_torch(v.detach(), faces, cam, back) for v, cam in zip(vb, cams)]
     return _stack(hits, batched)
 
 

@@ -28,12 +28,13 @@ CAMERAS = {
 }
 
 
+@pytest.mark.parametrize("method", ["ray", "raster"])
 @pytest.mark.parametrize("cam", list(CAMERAS), ids=list(CAMERAS))
 @pytest.mark.parametrize("back", [False, True], ids=["front", "back"])
-def test_warp_matches_torch_reference(cam, back):
+def test_warp_matches_torch_reference(cam, back, method):
     verts, faces = _tilted_torus()
     camera = CAMERAS[cam]
-    a = raycast(verts, faces, camera, back=back)
+    a = raycast(verts, faces, camera, back=back, method=method)
     b = raycast(verts, faces, camera, back=back, backend="torch")
     assert a.mask.shape == (48, 64) and a.depth.shape == (48, 64) and a.bary.shape == (48, 64, 3)
     assert a.points.shape == (48, 64, 3) and a.face_idx.dtype == torch.long and a.mask.dtype == torch.bool
@@ -93,6 +94,18 @@ def test_sphere_normal_maps(ortho):
     assert (nm.back - ref.back)[both].abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("back", [False, True], ids=["front", "back"])
+def test_camera_inside_the_mesh_bounds(back):
+    # perspective camera in the hole of the torus: geometry behind the camera (raster falls back to rays)
+    verts, faces = _mesh(trimesh.creation.torus(0.5, 0.2, major_sections=24, minor_sections=12))
+    cam = Camera.look_at((0.0, 0.0, 0.0), (1.0, 0.0, 0.0), width=40, height=30, fov_deg=60.0)
+    a = raycast(verts, faces, cam, back=back, method="raster")
+    b = raycast(verts, faces, cam, back=back, backend="torch")
+    assert a.mask.sum() > 100 and (a.mask != b.mask).sum() <= 3
+    both = a.mask & b.mask
+    assert (a.depth - b.depth)[both].abs().max() < 1e-4 and (a.depth[a.mask] > 0).all()
+
+
 def test_batch_of_meshes():
     verts, faces = _sphere(sub=2)
     vb = torch.stack([verts, verts + torch.tensor([0.3, 0.0, 0.0])])
@@ -121,6 +134,8 @@ def test_bad_inputs():
     cam = CAMERAS["persp"]
     with pytest.raises(ValueError, match="backend"):
         raycast(verts, faces, cam, backend="optix")
+    with pytest.raises(ValueError, match="method"):
+        raycast(verts, faces, cam, method="splat")
     with pytest.raises(ValueError, match="camera"):
         raycast(torch.stack([verts, verts]), faces, [cam])
     with pytest.raises(ValueError, match="verts"):
