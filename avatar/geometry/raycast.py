@@ -298,77 +298,118 @@ def _raster_kernel(
         points[i] = p
 
 
-def _raster_setup(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, rows_per_band: int):
-    """Projected vertices and image-space bounds of the triangles, sorted by first row, per band.
+@wp.kernel
+def _project_kernel(
+    verts: wp.array(dtype=wp.vec3),
+    R: wp.mat33,
+    t: wp.vec3,
+    intr: wp.vec4,
+    ortho: int,
+    uvz: wp.array(dtype=wp.vec3),
+    stats: wp.array(dtype=wp.float32),
+):
+    # pixel coordinates + camera z per vertex; stats = (min z, max z, max distance to the centre)
+    i = wp.tid()
+    pc = R @ verts[i] + t
+    z = pc[2]
+    x = pc[0]
+    y = pc[1]
+    if ortho == 0:
+        zs = wp.max(z, 1.0e-12)
+        x = x / zs
+        y = y / zs
+    uvz[i] = wp.vec3(x * intr[0] + intr[2], y * intr[1] + intr[3], z)
+    wp.atomic_min(stats, 0, z)
+    wp.atomic_max(stats, 1, z)
+    wp.atomic_max(stats, 2, wp.length(pc))
 
-    Returns None when a perspective camera sees vertices at or behind its centre (use rays).
-    """
-    H, W = camera.height, camera.width
-    pc = camera.to_camera(verts)
-    z = pc[:, 2]
-    if camera.ortho:
-        xy = pc[:, :2]
-    else:
-        if float(z.min()) <= 1e-4:
-            return None
-        xy = pc[:, :2] / z[:, None]
-    uv = torch.stack([xy[:, 0] * camera.fx + camera.cx, xy[:, 1] * camera.fy + camera.cy], -1)
-    uvz = torch.cat([uv, z[:, None]], -1).contiguous()
-    tri = uv[faces]  # (F, 3, 2)
-    lo, hi = tri.min(1).values, tri.max(1).values
-    c_lo = torch.ceil(lo[:, 0] - 0.5).clamp(min=0)
-    c_hi = torch.floor(hi[:, 0] - 0.5).clamp(max=W - 1)
-    r_lo = torch.ceil(lo[:, 1] - 0.5).clamp(min=0)
-    r_hi = torch.floor(hi[:, 1] - 0.5).clamp(max=H - 1)
-    keep = ((r_lo <= r_hi) & (c_lo <= c_hi)).nonzero().squeeze(1)
-    bounds = torch.stack([r_lo, r_hi, c_lo, c_hi], -1)[keep].to(torch.int32)
-    order = bounds[:, 0].argsort()
-    bounds, ids = bounds[order].contiguous(), keep[order].to(torch.int32).contiguous()
-    n_bands = (H + rows_per_band - 1) // rows_per_band
-    span = int((bounds[:, 1] - bounds[:, 0]).max()) if bounds.shape[0] else 0
-    r0 = torch.arange(n_bands, device=verts.device, dtype=torch.int32) * rows_per_band
-    rows = bounds[:, 0].contiguous()
-    band_range = torch.stack(
-        [torch.searchsorted(rows, r0 - span), torch.searchsorted(rows, r0 + rows_per_band)], -1
-    ).to(torch.int32).contiguous()
-    return uvz, ids, bounds, band_range, n_bands
+
+@wp.kernel
+def _bounds_kernel(
+    uvz: wp.array(dtype=wp.vec3),
+    indices: wp.array(dtype=wp.int32),
+    width: int,
+    height: int,
+    bounds: wp.array(dtype=wp.vec4i),
+    first_row: wp.array(dtype=wp.int32),
+):
+    # rows / columns of the pixel centres each triangle's 2-D bounding box holds; culled: first row = H
+    f = wp.tid()
+    a = uvz[indices[3 * f]]
+    b = uvz[indices[3 * f + 1]]
+    c = uvz[indices[3 * f + 2]]
+    c_lo = wp.max(int(wp.ceil(wp.min(wp.min(a[0], b[0]), c[0]) - 0.5)), 0)
+    c_hi = wp.min(int(wp.floor(wp.max(wp.max(a[0], b[0]), c[0]) - 0.5)), width - 1)
+    r_lo = wp.max(int(wp.ceil(wp.min(wp.min(a[1], b[1]), c[1]) - 0.5)), 0)
+    r_hi = wp.min(int(wp.floor(wp.max(wp.max(a[1], b[1]), c[1]) - 0.5)), height - 1)
+    if r_lo > r_hi or c_lo > c_hi:
+        r_lo = height
+        r_hi = -1
+    bounds[f] = wp.vec4i(r_lo, r_hi, c_lo, c_hi)
+    first_row[f] = r_lo
+
+
+def _band_ranges(bounds: torch.Tensor, first_row: torch.Tensor, height: int, rows_per_band: int):
+    """Sort triangles by first row; per band of rows, the [start, end) range of candidate triangles."""
+    order = first_row.argsort()
+    rows = first_row[order].contiguous()
+    bounds = bounds[order].contiguous()
+    kept = bounds[:, 0] < height
+    span = int((bounds[kept, 1] - bounds[kept, 0]).max()) if bool(kept.any()) else 0
+    n_bands = (height + rows_per_band - 1) // rows_per_band
+    r0 = torch.arange(n_bands, device=bounds.device, dtype=torch.int32) * rows_per_band
+    band_range = torch.stack([torch.searchsorted(rows, r0 - span), torch.searchsorted(rows, r0 + rows_per_band)], -1)
+    return order.to(torch.int32).contiguous(), bounds, band_range.to(torch.int32).contiguous(), n_bands
 
 
 def _raycast_warp(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, back: bool,
                   method: str = "auto") -> RayHits:
     init_warp()
     device = verts.device
+    wdev = wp_device(device)
     H, W = camera.height, camera.width
-    z0, t_far = _ray_range(verts, camera)
     n = H * W
+    v32 = verts.detach().float().contiguous()
+    indices = faces.detach().to(torch.int32).reshape(-1).contiguous()
     face = torch.empty(n, dtype=torch.int32, device=device)
     bary = torch.empty(n, 3, dtype=torch.float32, device=device)
     depth = torch.empty(n, dtype=torch.float32, device=device)
     points = torch.empty(n, 3, dtype=torch.float32, device=device)
+    uvz = torch.empty(v32.shape[0], 3, dtype=torch.float32, device=device)
+    stats = torch.tensor([1.0e30, -1.0e30, 0.0], dtype=torch.float32, device=device)
     R = wp.mat33(*[float(x) for row in camera.R for x in row])
     tt = wp.vec3(*[float(x) for x in camera.t])
     intr = wp.vec4(camera.fx, camera.fy, camera.cx, camera.cy)
     outs = [wp.from_torch(face), wp.from_torch(bary, dtype=wp.vec3), wp.from_torch(depth),
             wp.from_torch(points, dtype=wp.vec3)]
-    setup = None
-    if method == "raster" or (method == "auto" and device.type != "cuda"):
-        rpb = 8
-        v32 = verts.detach().float().contiguous()
-        setup = _raster_setup(v32, faces.long(), camera, rpb)
     with torch_stream(device):
-        if setup is not None:
-            uvz, ids, bounds, band_range, n_bands = setup
-            indices = faces.to(torch.int32).reshape(-1).contiguous()
+        wp.launch(_project_kernel, dim=v32.shape[0], device=wdev,
+                  inputs=[wp.from_torch(v32, dtype=wp.vec3), R, tt, intr, int(camera.ortho),
+                          wp.from_torch(uvz, dtype=wp.vec3), wp.from_torch(stats)])
+        zmin, zmax, rmax = stats.tolist()
+        # ortho rays start on a plane in front of the mesh; rays and back casts reach beyond it
+        z0 = zmin - _MARGIN if camera.ortho else 0.0
+        t_far = (zmax - z0 + _MARGIN) if camera.ortho else rmax + _MARGIN
+        raster = method == "raster" or (method == "auto" and device.type != "cuda")
+        if raster and (camera.ortho or zmin > 1e-4):  # z-buffer needs every vertex in front of the camera
+            rpb = 8
+            F = faces.shape[0]
+            bounds = torch.empty(F, 4, dtype=torch.int32, device=device)
+            first_row = torch.empty(F, dtype=torch.int32, device=device)
+            wp.launch(_bounds_kernel, dim=F, device=wdev,
+                      inputs=[wp.from_torch(uvz, dtype=wp.vec3), wp.from_torch(indices), W, H,
+                              wp.from_torch(bounds, dtype=wp.vec4i), wp.from_torch(first_row)])
+            ids, bounds, band_range, n_bands = _band_ranges(bounds, first_row, H, rpb)
             zbuf = torch.empty(n, dtype=torch.float32, device=device)
             args = [rpb, W, H, wp.from_torch(uvz, dtype=wp.vec3), wp.from_torch(indices), wp.from_torch(ids),
                     wp.from_torch(bounds, dtype=wp.vec4i), wp.from_torch(band_range, dtype=wp.vec2i),
                     int(camera.ortho), int(back), wp.from_torch(v32, dtype=wp.vec3), R, tt, intr, z0,
                     wp.from_torch(zbuf), *outs]
-            parallel_launch(_raster_kernel, n_bands, lambda _off: args, device=wp_device(device), min_chunk=1)
+            parallel_launch(_raster_kernel, n_bands, lambda _off: args, device=wdev, min_chunk=1)
         else:
             mesh = get_mesh(verts, faces)
             args = [mesh.id, W, R, tt, intr, int(camera.ortho), z0, t_far, int(back), *outs]
-            parallel_launch(_ray_kernel, n, lambda _off: args, device=wp_device(device), min_chunk=16384)
+            parallel_launch(_ray_kernel, n, lambda _off: args, device=wdev, min_chunk=16384)
     face = face.long().view(H, W)
     return RayHits(face >= 0, depth.view(H, W), face, bary.view(H, W, 3), points.view(H, W, 3))
 
