@@ -16,7 +16,8 @@ torch pass:
   (``Phi(3) = 0.9987``), all others take the hard mask value. The nearest contour edge per pixel is
   found without gradient (Warp BVH over the projected edges); the distance to it is recomputed in
   torch from the projected vertices, so ``dS/dverts`` moves the silhouette boundary. Cost: one
-  ray cast plus O(boundary pixels) work -- a few ms at 256x256 for a 14k-vertex body.
+  ray cast plus O(boundary pixels) work -- ~15-20 ms forward + backward at 256x256 for a 14k-vertex
+  mesh on one CPU core (``tools/bench_geometry.py``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Rays go through pixel centres (see :mod:`avatar.geometry.camera`). Perspective rays start at the
 camera centre; orthographic rays start on the plane ``z_cam = z_near - 1 m`` in front of the mesh.
-``back=True`` returns the LAST hit along the same rays, found by casting from a point beyond the mesh
-back towards the origin, so front and back maps are aligned pixel-for-pixel.
+``back=True`` returns the LAST hit along the same rays (BVH method: cast from a point beyond the mesh
+back towards the origin; z-buffer method: keep the farthest surface), so front and back maps are
+aligned pixel-for-pixel.
 
 Batches: ``verts`` may be ``(V, 3)`` or ``(B, V, 3)`` (shared ``faces``); a batch is processed as a
 Python loop over meshes, and every output gets the leading ``B`` dim. ``camera`` is one
