@@ -1,6 +1,21 @@
-"""Procedural clothed humans on Anny: samples, renders, occupancy, videos with ground truth.
+"""Procedural clothed humans on the Anny body: garments, random poses, ICON-style renders with occupancy
+samples, synthetic videos with ground truth, and the fixed benchmark set.
 
-NOTE TO THE HELPER WRITING THIS PACKAGE: read /tmp/preamble.md now (project context, the
-geometry API you must use, the stage contract and the team's git rules: commit only your own
-files, never `git add -A`/stash/reset). Delete this note when you replace this docstring.
+* :func:`make_synthetic_sample` -> :class:`SyntheticSample` (one posed, rendered person)
+* :func:`make_synthetic_video` -> :class:`SyntheticVideo` (one subject, a smooth motion, mp4 + GT)
+* :func:`load_or_make_benchmark` -> :class:`SyntheticBenchmark` (cached under ``data/benchmark``)
 """
+
+from avatar.synthetic.benchmark import BenchmarkSpec, SyntheticBenchmark, load_or_make_benchmark
+from avatar.synthetic.clothing import ClothedMesh, build_clothed_mesh
+from avatar.synthetic.garments import Garment, Outfit, random_outfit
+from avatar.synthetic.sample import (
+    SampleConfig, Subject, SyntheticSample, clothe_subject, make_synthetic_sample, random_subject, sample_occupancy,
+)
+from avatar.synthetic.video import SyntheticVideo, VideoSpec, make_synthetic_video
+
+__all__ = [
+    "BenchmarkSpec", "ClothedMesh", "Garment", "Outfit", "SampleConfig", "Subject", "SyntheticBenchmark",
+    "SyntheticSample", "SyntheticVideo", "VideoSpec", "build_clothed_mesh", "clothe_subject", "load_or_make_benchmark",
+    "make_synthetic_sample", "make_synthetic_video", "random_outfit", "random_subject", "sample_occupancy",
+]

@@ -24,7 +24,7 @@ from avatar.synthetic.garments import (
     BodyLandmarks, Garment, Outfit, garment_coverage, garment_thickness, joint_groups, smoothstep,
 )
 from avatar.synthetic.implicit import MeshSDF, component_labels, extract_narrow_band
-from avatar.synthetic.noise import fbm, perlin
+from avatar.synthetic.noise import fbm, fbm_multi, perlin
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,10 @@ class ClothedField:
         self.own = torch.stack([garment_thickness(g, self.verts, self.lm) for g in gs], 1) if gs \
             else torch.zeros(self.verts.shape[0], 0)
         self.cov_own = torch.cat([self.cov, self.own], 1)
+        self._freqs = [g.wrinkle_freq for g in gs]
+        self._seeds = [g.seed for g in gs]
+        self._amps = torch.tensor([g.wrinkle_amp for g in gs])
+        self._min_own = torch.tensor([0.5 * g.thickness for g in gs])
         self.skirt_idx = next((i for i, g in enumerate(gs) if g.kind == "skirt"), None)
         self.skirt = None
         if self.skirt_idx is not None:
@@ -205,10 +209,9 @@ class ClothedField:
         G = self.cov.shape[1]
         both = q.interpolate(self.faces, self.cov_own)
         cov, own = both[:, :G], both[:, G:]
-        for gi, g in enumerate(self.outfit.garments):
-            if g.wrinkle_amp > 0:
-                n = fbm(q.closest, g.wrinkle_freq, g.seed)
-                own[:, gi] = (own[:, gi] + g.wrinkle_amp * n).clamp(min=0.5 * g.thickness)
+        if G:
+            n = fbm_multi(q.closest, self._freqs, self._seeds, cov * self._amps)
+            own = torch.maximum(own + self._amps * n, self._min_own)
         offset, top = self._layers(cov, own)
         value = q.sdf - offset - SKIN_OFFSET
         return q, value, top
