@@ -2,9 +2,9 @@
 
     python tools/bench_geometry.py [--points 1000000] [--res 512] [--diff-res 256] [--threads 2] [--device cpu]
 
-Rows: signed distance (N points, BVH + winding data cached), ray casting (front; cached BVH and with
-moving vertices = refit), normal maps (front + back + normals), differentiable normals and soft
-silhouette (forward + backward).
+Rows: signed distance (N points, BVH + winding data cached), ray casting (front / back, both Warp
+methods: BVH rays and the CPU z-buffer; ``auto`` = z-buffer on CPU, rays on CUDA), normal maps
+(front + back + normals), differentiable normals and soft silhouette (forward + backward).
 """
 
 from __future__ import annotations
@@ -87,20 +87,19 @@ def main(argv=None) -> None:
     cam = Camera.look_at((0.4, 0.3, 2.5), (0, 0, 0), width=args.res, height=args.res, fov_deg=40.0)
     cam_o = Camera.look_at((0.4, 0.3, 2.5), (0, 0, 0), width=args.res, height=args.res, ortho_scale=1.6)
     res = f"{args.res}x{args.res}"
-    t = _time(lambda: raycast(verts, faces, cam), args.reps, device)
-    print(f"raycast front    {res:>9s} persp  : {t:9.1f} ms   (cached BVH)")
-    t = _time(lambda: raycast(verts, faces, cam_o), args.reps, device)
-    print(f"raycast front    {res:>9s} ortho  : {t:9.1f} ms   (cached BVH)")
-    t = _time(lambda: raycast(verts, faces, cam, back=True), args.reps, device)
-    print(f"raycast back     {res:>9s} persp  : {t:9.1f} ms   (cached BVH)")
+    for method in ("auto", "ray", "raster"):
+        for name, c, back in (("front", cam, False), ("front", cam_o, False), ("back", cam, True)):
+            kind = "ortho" if c.ortho else "persp"
+            t = _time(lambda: raycast(verts, faces, c, back=back, method=method), args.reps, device)
+            print(f"raycast {name:5s} {res:>9s} {kind}  : {t:9.1f} ms   (method={method})")
     k = [0]
 
     def moving():
         k[0] += 1
-        raycast(verts + 1e-4 * k[0], faces, cam)
+        raycast(verts + 1e-4 * k[0], faces, cam, method="ray")
 
     t = _time(moving, args.reps, device)
-    print(f"raycast front    {res:>9s} persp  : {t:9.1f} ms   (new vertices each call: refit)")
+    print(f"raycast front {res:>9s} persp  : {t:9.1f} ms   (method=ray, new vertices each call: BVH refit)")
     t = _time(lambda: render_normal_maps(verts, faces, cam), args.reps, device)
     print(f"render_normal_maps {res:>7s} persp  : {t:9.1f} ms")
 

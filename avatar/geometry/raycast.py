@@ -504,9 +504,40 @@ def raycast(
     return _stack(hits, batched)
 
 
-def _normals_view(vn: torch.Tensor, faces: torch.Tensor, hits: RayHits, camera: Camera) -> torch.Tensor:
+@wp.kernel
+def _normals_kernel(
+    offset: int,
+    face: wp.array(dtype=wp.int64),
+    bary: wp.array(dtype=wp.vec3),
+    indices: wp.array(dtype=wp.int32),
+    vn: wp.array(dtype=wp.vec3),
+    Rv: wp.mat33,
+    out: wp.array(dtype=wp.vec3),
+):
+    i = wp.tid() + offset
+    f = int(face[i])
+    if f < 0:
+        out[i] = wp.vec3(0.0, 0.0, 0.0)
+        return
+    b = bary[i]
+    n = b[0] * vn[indices[3 * f]] + b[1] * vn[indices[3 * f + 1]] + b[2] * vn[indices[3 * f + 2]]
+    out[i] = wp.normalize(Rv @ n)
+
+
+def _normals_view(vn: torch.Tensor, faces: torch.Tensor, hits: RayHits, camera: Camera,
+                  backend: str = "torch") -> torch.Tensor:
     """(H, W, 3) normals interpolated from (V, 3) vertex normals at the hits, view frame; 0 off the mask."""
     H, W = hits.mask.shape
+    if backend == "warp":
+        out = torch.empty(H * W, 3, dtype=torch.float32, device=vn.device)
+        Rv = wp.mat33(*camera.view_rotation(torch.device("cpu")).reshape(-1).tolist())
+        with torch_stream(vn.device):
+            args = [wp.from_torch(hits.face_idx.reshape(-1).contiguous(), dtype=wp.int64),
+                    wp.from_torch(hits.bary.reshape(-1, 3).contiguous(), dtype=wp.vec3),
+                    wp.from_torch(faces.to(torch.int32).reshape(-1).contiguous()),
+                    wp.from_torch(vn.float().contiguous(), dtype=wp.vec3), Rv, wp.from_torch(out, dtype=wp.vec3)]
+            parallel_launch(_normals_kernel, H * W, lambda _off: args, device=wp_device(vn.device), min_chunk=16384)
+        return out.view(H, W, 3)
     pix = hits.mask.reshape(-1).nonzero().squeeze(1)
     fv = faces[hits.face_idx.reshape(-1)[pix]]  # (M, 3)
     n = (hits.bary.reshape(-1, 3)[pix, :, None] * vn[fv]).sum(-2)
@@ -542,7 +573,7 @@ def render_normal_maps(
             b = raycast(v, faces, cam, back=True, backend=backend)
             vn = vertex_normals(v.float(), faces)
             out.append(NormalMaps(
-                _normals_view(vn, faces.long(), f, cam), _normals_view(vn, faces.long(), b, cam),
+                _normals_view(vn, faces.long(), f, cam, backend), _normals_view(vn, faces.long(), b, cam, backend),
                 f.mask, b.mask, f.depth, b.depth,
             ))
     return _stack(out, batched)
