@@ -128,19 +128,18 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     from avatar.logger import LoggerConfig, make_logger
 
     torch.manual_seed(int(cfg.get("seed", 0)))
-    run_dir = resolve_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     stages = list(cfg.get("stages", STAGES))
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise ValueError(f"unknown stages {bad}; choose from {list(STAGES)}")
-
     video = cfg.get("video")
+    if video is not None and not Path(video).exists():
+        raise FileNotFoundError(f"video {video} does not exist")
+    run_dir = resolve_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     if video is None:
         video = str(make_demo_video(run_dir / "demo_input", cfg))
-    elif not Path(video).exists():
-        raise FileNotFoundError(f"video {video} does not exist")
 
     body = build_body_model(config_from(BodyModelConfig, cfg.body))
     logger = make_logger(config_from(LoggerConfig, cfg.logger), run_dir)
