@@ -28,7 +28,7 @@ from avatar.synthetic.video import SyntheticVideo, VideoSpec, make_synthetic_vid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BENCHMARK_VERSION", "BenchmarkSpec", "SyntheticBenchmark", "load_or_make_benchmark"]
+__all__ = ["BENCHMARK_VERSION", "BenchmarkSpec", "SyntheticBenchmark", "benchmark_samples", "load_or_make_benchmark"]
 
 BENCHMARK_VERSION = 1
 
@@ -116,3 +116,8 @@ def load_or_make_benchmark(root: str | Path = "data/benchmark", spec: BenchmarkS
     video = SyntheticVideo.load(root / "video")
     heldout = SyntheticVideo.load(root / "heldout")
     return SyntheticBenchmark(root, samples, video, heldout, spec)
+
+
+def benchmark_samples(body: BodyModel | None = None, root: str | Path = "data/benchmark") -> list[SyntheticSample]:
+    """The benchmark's recon samples (``load_or_make_benchmark(root, body=body).samples``)."""
+    return load_or_make_benchmark(root, body=body).samples

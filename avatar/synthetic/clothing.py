@@ -245,7 +245,8 @@ class ClothedField:
         return top, w / w.sum(1, keepdim=True)
 
     def _skirt_weights(self, v: torch.Tensor, w_closest: torch.Tensor) -> torch.Tensor:
-        """Skirt points follow a blend of both legs at their height (left/right by x), the pelvis near the waist."""
+        """Skirt points follow a blend of both legs at their height (left/right by x; the back partly the pelvis),
+        the closest body point near the waist."""
         from avatar.body.skeleton import JOINT_INDEX as J
 
         out = []
@@ -257,8 +258,13 @@ class ClothedField:
             out.append(q.interpolate(self.faces, self.weights))
         s_left = smoothstep(-0.05, 0.05, v[:, 0])[:, None]
         legs = s_left * out[0] + (1 - s_left) * out[1]
+        # the back of the skirt hangs from the pelvis more than it follows the thighs (sitting, lunges)
+        pelvis = torch.zeros_like(legs)
+        pelvis[:, J["pelvis"]] = 1.0
+        front = 0.35 + 0.65 * smoothstep(self.skirt.cz - 0.06, self.skirt.cz + 0.06, v[:, 2])[:, None]
+        lower = front * legs + (1 - front) * pelvis
         c = smoothstep(self.lm.hip_y, self.lm.hip_y - 0.12, v[:, 1])[:, None]
-        return (1 - c) * w_closest + c * legs
+        return (1 - c) * w_closest + c * lower
 
     def colors(self, v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(N, 3) uint8 albedo of canonical surface points ``v`` with garment ``labels``."""
@@ -286,10 +292,10 @@ class ClothedField:
         for e in self.lm.eyes:
             e = torch.as_tensor(e, dtype=torch.float32)
             front = z > e[2] - 0.01
-            d = torch.sqrt((x - e[0]) ** 2 + ((y - e[1]) * 1.7) ** 2)
-            c[front & (d < 0.0125)] = torch.tensor([0.93, 0.92, 0.9])
-            c[front & (d < 0.0068)] = torch.tensor(o.iris)
-            c[front & (d < 0.003)] = torch.tensor([0.02, 0.02, 0.02])
+            d = torch.sqrt((x - e[0]) ** 2 + ((y - e[1]) * 2.0) ** 2)
+            c[front & (d < 0.0115)] = torch.tensor([0.9, 0.88, 0.85])
+            c[front & (d < 0.0062)] = torch.tensor(o.iris)
+            c[front & (d < 0.0028)] = torch.tensor([0.02, 0.02, 0.02])
             brow_y = e[1] + 0.022 - 8.0 * (x - e[0]) ** 2
             brow = (z > e[2] - 0.02) & ((y - brow_y).abs() < 0.0045) & ((x - e[0]).abs() < 0.02)
             c[brow] = torch.tensor(o.brow)

@@ -242,7 +242,6 @@ def garment_coverage(g: Garment, verts: torch.Tensor, groups: dict[str, torch.Te
     x, y, z = verts[:, 0], verts[:, 1], verts[:, 2]
     ax = x.abs()
     arm = groups["arm_l"] + groups["arm_r"]
-    hand = groups["hand_l"] + groups["hand_r"]
     leg = groups["leg_l"] + groups["leg_r"]
     foot = groups["foot_l"] + groups["foot_r"]
     torso, neck, head = groups["torso"], groups["neck"], groups["head"]
