@@ -10,7 +10,7 @@ networks see the body-fit errors they will meet after tracking:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from avatar.geometry.sdf import signed_distance
 from recon.features import to_chw
 from recon.views import FrameView, prepare_view
 
-__all__ = ["NoiseConfig", "TrainRecord", "perturb_params", "make_record", "sample_occupancy",
+__all__ = ["NoiseConfig", "TrainRecord", "perturb_params", "make_record", "record_from_sample", "sample_occupancy",
            "stack_records"]
 
 
@@ -83,7 +83,7 @@ class TrainRecord:
         from recon.crop import CropBox
         from recon.features import ViewMaps
 
-        maps = ViewMaps(self.camera, self.body_front, self.body_back, self.gt_mask_front[0] > 0, self.vert_vis)
+        maps = ViewMaps(self.camera, self.body_front, self.body_back, self.body_front.abs().sum(0) > 0, self.vert_vis)
         return FrameView(CropBox(0.0, 0.0, 0.0, self.camera), self.image, self.mask, maps)
 
 
@@ -148,33 +148,31 @@ def stack_records(records: list[TrainRecord]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([getattr(r, k) for r in records]) for k in names}
 
 
-def _get(obj, *names):
-    for n in names:
-        if isinstance(obj, dict) and n in obj:
-            return obj[n]
-        if hasattr(obj, n):
-            return getattr(obj, n)
-    raise AttributeError(f"synthetic sample has none of the fields {names}; update recon.data.record_from_sample "
-                         f"to the generator's sample layout")
-
-
 def record_from_sample(sample, body: BodyModel, size: int, rng: np.random.Generator,
-                       noise: NoiseConfig = NoiseConfig(), n_points: int = 8192) -> TrainRecord:
-    """Adapter: one synthetic generator sample (image, mask, camera, params, clothed mesh,
-    optional occupancy samples) -> :class:`TrainRecord`."""
-    image = np.asarray(_get(sample, "image", "rgb"))
-    mask = np.asarray(_get(sample, "mask"), dtype=np.float32)
-    if mask.max() > 1.0:
-        mask = mask / 255.0
-    camera = _get(sample, "camera")
-    params = _get(sample, "params")
-    mesh = _get(sample, "clothed", "clothed_mesh", "mesh")
-    cv = torch.as_tensor(np.asarray(_get(mesh, "verts", "vertices")), dtype=torch.float32)
-    cf = torch.as_tensor(np.asarray(_get(mesh, "faces")), dtype=torch.long)
-    try:
-        pts = torch.as_tensor(np.asarray(_get(sample, "occ_points", "points")), dtype=torch.float32)
-        lab = torch.as_tensor(np.asarray(_get(sample, "occ_labels", "labels")), dtype=torch.float32)
-    except AttributeError:
-        pts = lab = None
-    return make_record(image, mask, camera, params[:1] if params.batch_size > 1 else params, cv, cf, body, size,
-                       rng, noise, n_points, pts, lab)
+                       noise: NoiseConfig = NoiseConfig(), n_fine: int = 4096, margin: float = 1.15) -> TrainRecord:
+    """Adapter: one :class:`avatar.synthetic.SyntheticSample` -> :class:`TrainRecord`.
+
+    The sample's ground-truth body parameters are perturbed (``noise``) into the "fitted" body, the
+    crop is taken around that body (:func:`recon.crop.body_crop`, as at inference), and the sample's
+    occupancy points (surface + N(0, 1-5 cm) + uniform) are completed by ``n_fine`` points within a
+    few millimetres of the clothed surface (the level set the MLP must place precisely).
+
+    Args:
+        sample: generator output (``image`` (H, W, 3) uint8, ``mask`` (H, W) bool, ``camera``, ``params``
+            B = 1, ``clothed_verts`` / ``clothed_faces`` world, ``occ_points`` / ``occ_labels``).
+        body: body model.  size: crop side (px).  rng: randomness (noise, fine samples).
+    """
+    for k in ("image", "mask", "camera", "params", "clothed_verts", "clothed_faces", "occ_points", "occ_labels"):
+        if not hasattr(sample, k):
+            raise AttributeError(f"record_from_sample: the synthetic sample has no field {k!r}; "
+                                 f"expected an avatar.synthetic.SyntheticSample")
+    cv = torch.as_tensor(np.asarray(sample.clothed_verts), dtype=torch.float32)
+    cf = torch.as_tensor(np.asarray(sample.clothed_faces), dtype=torch.long)
+    pts = torch.as_tensor(np.asarray(sample.occ_points), dtype=torch.float32)
+    lab = torch.as_tensor(np.asarray(sample.occ_labels)).float()
+    if n_fine > 0:
+        fp, fl = sample_occupancy(cv, cf, n_fine, rng, sigmas=(0.002, 0.005, 0.01), uniform_frac=0.0)
+        pts, lab = torch.cat([pts, fp]), torch.cat([lab, fl])
+    params = sample.params[:1] if sample.params.batch_size > 1 else sample.params
+    return make_record(np.asarray(sample.image), np.asarray(sample.mask, np.float32), sample.camera, params,
+                       cv, cf, body, size, rng, noise, points=pts, labels=lab, margin=margin)

@@ -29,7 +29,7 @@ class ImplicitConfig:
     """
 
     hidden: tuple[int, ...] = (128, 256, 128)
-    sdf_scale: float = 10.0
+    sdf_scale: float = 5.0
 
     @staticmethod
     def from_dict(d: dict) -> "ImplicitConfig":

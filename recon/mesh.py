@@ -38,8 +38,8 @@ class ExtractConfig:
 
     coarse_res: int = 64
     fine_res: int = 256
-    band: float = 0.10
-    margin: float = 0.12
+    band: float = 0.30
+    margin: float = 0.15
     chunk: int = 131072
     keep_largest: bool = True
 

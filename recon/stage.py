@@ -28,7 +28,7 @@ from recon.views import FrameView, predict_clothed, prepare_view
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconConfig", "run_recon", "reconstruct_frame", "load_models", "CHECKPOINT_DIR"]
+__all__ = ["ReconConfig", "run_recon", "reconstruct_frame", "load_models", "silhouette_carver", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_NORMAL_NET = "normal_net.safetensors"
@@ -45,6 +45,9 @@ class ReconConfig:
     crop_margin: crop box = margin * projected body box.
     refine: ICON body refinement (``iters = 0`` disables it).
     extract: coarse-to-fine surface extraction.
+    carve_dilate_px: the occupancy is capped by the person mask (dilated by this many full-frame
+        pixels) at each point's projection, so nothing grows outside the silhouette (visual-hull
+        carving; loose garments far from the body stay inside the mask); negative = off.
     frames: null = all frames; else a list of frame indices (into the sampled clip) to reconstruct.
     device: "cpu" or "cuda".
     save_maps: write a PNG per frame with the crop, body and predicted normal maps to out_dir.
@@ -56,6 +59,7 @@ class ReconConfig:
     crop_margin: float = 1.15
     refine: RefineConfig = field(default_factory=RefineConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    carve_dilate_px: int = 2
     frames: list[int] | None = None
     device: str = "cpu"
     save_maps: bool = True
@@ -125,10 +129,13 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera, params: SMPLX
         predict_clothed(net, view)
     t1 = time.perf_counter()
 
+    carve = silhouette_carver(mask, camera, cfg.carve_dilate_px, dev) if cfg.carve_dilate_px >= 0 else None
+
     def occ_fn(points, cp):
         with torch.no_grad():
             feats, _ = point_features(points, verts, faces, view.maps, cp)
-            return implicit.occupancy(feats)
+            occ = implicit.occupancy(feats)
+            return occ if carve is None else torch.minimum(occ, carve(points))
 
     v, f, estats = extract_surface(occ_fn, verts, faces, cfg.extract)
     colors = vertex_colors(v, image, camera)
@@ -136,6 +143,28 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera, params: SMPLX
     stats.update(estats)
     stats.update({"time_refine_s": t1 - t0, "time_extract_s": t2 - t1, "num_verts": int(len(v))})
     return v, f, colors, params.detach().to("cpu"), view, stats
+
+
+def silhouette_carver(mask: np.ndarray, camera, dilate_px: int, device=None):
+    """``f(points (N, 3) world) -> (N,)`` person-mask value in [0, 1] at the points' projections.
+
+    Args:
+        mask: (H, W) full-frame person mask in [0, 1].  camera: the frame's camera.
+        dilate_px: max-pool radius (pixels) applied to the mask first (tolerates segmentation errors).
+    """
+    import torch.nn.functional as F
+
+    from recon.crop import sample_map
+
+    m = torch.as_tensor(np.asarray(mask, np.float32), device=device)[None]
+    if dilate_px > 0:
+        m = F.max_pool2d(m[None], 2 * dilate_px + 1, stride=1, padding=dilate_px)[0]
+
+    def fn(points: torch.Tensor) -> torch.Tensor:
+        uv, _ = camera.project(points)
+        return sample_map(m, uv)[:, 0]
+
+    return fn
 
 
 def _maps_png(view: FrameView) -> np.ndarray:

@@ -102,11 +102,13 @@ def evaluate_normal_net(net: NormalNet, records: list[TrainRecord]) -> dict:
     return out
 
 
-def implicit_dataset(records: list[TrainRecord], net: NormalNet | None, faces: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def implicit_dataset(records: list[TrainRecord], net: NormalNet | None, faces: torch.Tensor,
+                     band: float | None = 0.30) -> tuple[torch.Tensor, torch.Tensor]:
     """ICON features (N_total, 7) and labels (N_total,) for all records.
 
     Clothed normals come from ``net`` (as at inference) or, if ``net`` is None, from the ground truth.
+    Points farther than ``band`` (metres) from the body are dropped: inference never queries the
+    network there (:class:`recon.mesh.ExtractConfig.band`).
     """
     feats, labels = [], []
     for r in tqdm(records, desc="features", unit="sample", mininterval=5):
@@ -118,8 +120,9 @@ def implicit_dataset(records: list[TrainRecord], net: NormalNet | None, faces: t
             view.maps.clothed_front, view.maps.clothed_back = r.gt_front * keep, r.gt_back * keep
         with torch.no_grad():
             f, _ = point_features(r.points, r.body_verts, faces, view.maps)
-        feats.append(f)
-        labels.append(r.labels)
+        keep = torch.ones(len(f), dtype=torch.bool) if band is None else f[:, 0].abs() < band
+        feats.append(f[keep])
+        labels.append(r.labels[keep])
     return torch.cat(feats), torch.cat(labels)
 
 

@@ -22,63 +22,104 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+_BODY = None
 
 
-def synthetic_samples(n: int, seed: int, body):
-    """Yield ``n`` generator samples (image, mask, camera, params, clothed mesh, occupancy)."""
-    try:
-        from avatar.synthetic import make_sample  # the generator's per-sample API
-    except ImportError as e:
-        raise SystemExit(f"train_normal_net: the synthetic generator (avatar.synthetic.make_sample) is not "
-                         f"available ({e}); it is needed to build training data") from e
-    for i in range(n):
-        yield make_sample(body, seed=seed * 100000 + i)
+def _init_worker() -> None:
+    global _BODY
+    torch.set_num_threads(1)
+    logging.getLogger("warp").setLevel(logging.ERROR)
+    from avatar.body import build_body_model
+
+    _BODY = build_body_model()
 
 
-def load_records(n: int, size: int, seed: int, body, cache_dir: Path = ROOT / "data"):
-    """Build (or load cached) training records for ``n`` samples at crop ``size``."""
+def subject_records(job: tuple[int, int, int, int]) -> list:
+    """Records of one synthetic subject (phenotype + outfit, clothed once) in ``poses`` random poses.
+
+    ``job = (seed, subject index, poses, crop size)``; everything is determined by it. Sample seeds
+    start at 10**7, so they never collide with the benchmark set's (1000 + i).
+    """
+    from avatar.synthetic.sample import SampleConfig, clothe_subject, make_synthetic_sample, random_subject
     from recon.data import record_from_sample
 
-    cache = cache_dir / f"recon_records_{size}_{n}_{seed}.pt"
-    if cache.exists():
-        return torch.load(cache, weights_only=False)
-    rng = np.random.default_rng(seed)
+    seed, j, poses, size = job
+    body = _BODY
+    cfg = SampleConfig()
+    subject = random_subject(np.random.default_rng([seed, j]), body.num_betas, cfg.beta_range)
+    with torch.no_grad():
+        clothed = clothe_subject(body, subject, cfg.voxel)
+    out = []
+    for k in range(poses):
+        with torch.no_grad():
+            s = make_synthetic_sample(10**7 + seed * 10**5 + j * poses + k, cfg, body, subject, clothed)
+        out.append(record_from_sample(s, body, size, np.random.default_rng([seed, j, k, 7])))
+    return out
+
+
+def load_records(n: int, size: int, seed: int, poses: int = 4, workers: int = 2, cache_dir: Path = ROOT / "data"):
+    """Build (or load cached) training records: ``n // poses`` subjects x ``poses`` poses, crop ``size``.
+
+    Records are ordered by subject, so a prefix of the list holds whole subjects (used for validation).
+    """
+    import multiprocessing as mp
+
     from tqdm import tqdm
 
-    recs = [record_from_sample(s, body, size, rng) for s in tqdm(synthetic_samples(n, seed, body), total=n,
-                                                                  desc="records")]
+    cache = cache_dir / f"recon_records_{size}_{n}_{poses}_{seed}.pt"
+    if cache.exists():
+        return torch.load(cache, weights_only=False)
+    jobs = [(seed, j, poses, size) for j in range(max(1, n // poses))]
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            parts = list(tqdm(pool.imap(subject_records, jobs), total=len(jobs), desc="subjects"))
+    else:
+        _init_worker()
+        parts = [subject_records(j) for j in tqdm(jobs, desc="subjects")]
+    recs = [r for p in parts for r in p]
     cache_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(recs, cache)
+    tmp = cache.with_suffix(".tmp")
+    torch.save(recs, tmp)
+    tmp.rename(cache)
     return recs
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=160, help="synthetic samples (10%% held out for validation)")
+    ap.add_argument("--n", type=int, default=240, help="synthetic samples (about 10%% = whole subjects held out)")
+    ap.add_argument("--poses", type=int, default=4, help="poses per synthetic subject")
     ap.add_argument("--size", type=int, default=128, help="crop size (must equal ReconConfig.crop_size)")
-    ap.add_argument("--iters", type=int, default=600)
+    ap.add_argument("--iters", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2, help="data-generation processes (one core each)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    ap.add_argument("--data-only", action="store_true", help="only build / cache the training records")
     ap.add_argument("--out", default=str(ROOT / "recon/checkpoints/normal_net.safetensors"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    logging.getLogger("warp").setLevel(logging.ERROR)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    from avatar.body import build_body_model
     from recon.normal_net import NormalNetConfig, save_checkpoint
     from recon.train import NormalTrainConfig, train_normal_net
 
-    body = build_body_model()
     t0 = time.time()
-    recs = load_records(args.n, args.size, args.seed, body)
-    n_val = max(1, len(recs) // 10)
+    recs = load_records(args.n, args.size, args.seed, args.poses, args.workers)
+    if args.data_only:
+        print(f"{len(recs)} records in {time.time() - t0:.1f} s")
+        return
+    n_val = max(1, len(recs) // 10 // args.poses) * args.poses
     t1 = time.time()
     net, stats = train_normal_net(recs[n_val:], NormalNetConfig(width=args.width),
-                                  NormalTrainConfig(iters=args.iters, batch=args.batch, seed=args.seed),
+                                  NormalTrainConfig(iters=args.iters, batch=args.batch, lr=args.lr, seed=args.seed),
                                   val=recs[:n_val])
     stats.update({"data_seconds": t1 - t0, "train_seconds": time.time() - t1, "samples": len(recs),
                   "val_samples": n_val, "crop_size": args.size})
-    cmd = "python tools/train_normal_net.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    cmd = "python tools/train_normal_net.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     save_checkpoint(net, args.out, {"command": cmd, "stats": stats})
     print(json.dumps(stats, indent=2))
 

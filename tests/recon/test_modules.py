@@ -155,3 +155,48 @@ def test_surface_metrics_units():
     assert m["normal_consistency"] > 0.99
     same = surface_metrics(a.vertices, a.faces, a.vertices, a.faces, n=4000)
     assert same["chamfer_cm"] < 1e-3
+
+
+def test_record_from_sample_matches_inference_crop(anny_body):
+    """A generator-like sample (body inflated by 2 cm as the 'clothing') -> a training record whose crop,
+    body maps and GT maps agree with the inference-time view of the same fitted body."""
+    from types import SimpleNamespace
+
+    from avatar.geometry.normals import vertex_normals
+    from avatar.geometry.raycast import render_normal_maps
+    from avatar.geometry.sdf import signed_distance
+    from recon.data import NoiseConfig, record_from_sample
+    from recon.train import implicit_dataset
+    from recon.views import prepare_view
+
+    body = anny_body
+    p = body.zero_params(1)
+    with torch.no_grad():
+        v = body(p).vertices[0]
+    cv = v + 0.02 * vertex_normals(v, body.faces)
+    cam = Camera.look_at((0, 0.3, 4.0), (0, 0.3, 0), width=128, height=128, ortho_scale=2.4)
+    nm = render_normal_maps(cv, body.faces, cam)
+    mask = nm.mask_front.numpy()
+    img = np.zeros((128, 128, 3), np.uint8)
+    img[mask] = (180, 90, 40)
+    pts = torch.randn(500, 3) * 0.3 + torch.tensor([0.0, 0.3, 0.0])
+    lab = signed_distance(pts, cv, body.faces).sdf < 0
+    s = SimpleNamespace(image=img, mask=mask, camera=cam, params=p, clothed_verts=cv.numpy(),
+                        clothed_faces=body.faces.numpy(), occ_points=pts.numpy(), occ_labels=lab.numpy())
+    zero = NoiseConfig(0.0, 0.0, 0.0, 0.0)
+    r = record_from_sample(s, body, 64, np.random.default_rng(0), zero, n_fine=300)
+    assert r.image.shape == (3, 64, 64) and r.gt_front.shape == (3, 64, 64) and r.points.shape == (800, 3)
+    assert torch.allclose(r.body_verts, v, atol=1e-5)  # zero noise: the fitted body is the GT body
+    view = prepare_view(img, mask.astype(np.float32), cam, v, body.faces, 64)
+    assert view.box.camera == r.camera  # same crop rule as inference
+    # GT clothed silhouette contains the body's; GT normals are unit length inside it
+    body_m, gt_m = r.view().maps.body_mask, r.gt_mask_front[0] > 0
+    assert bool(gt_m[body_m].float().mean() > 0.99) and gt_m.sum() > body_m.sum()
+    assert torch.allclose(r.gt_front[:, gt_m].norm(dim=0), torch.ones(int(gt_m.sum())), atol=1e-3)
+    # fine samples hug the clothed surface, labels = inside the clothed mesh
+    d = signed_distance(r.points[500:], cv, body.faces).sdf
+    assert float(d.abs().median()) < 0.01
+    assert torch.equal(r.labels[500:] > 0.5, d < 0)
+    feats, labels = implicit_dataset([r], None, body.faces, band=0.1)
+    assert feats.shape[1] == 7 and len(feats) == len(labels) and bool((feats[:, 0].abs() < 0.1).all())
+    assert len(feats) < len(r.points)  # far uniform points dropped
