@@ -1,7 +1,7 @@
 """The fixed, seeded synthetic benchmark set shared by the tracking, recon and avatar benchmarks.
 
 ``load_or_make_benchmark(root)`` returns a :class:`SyntheticBenchmark`; the first call renders it
-(about a minute on 2 CPU cores) into ``root`` (default ``data/benchmark``, gitignored), later calls load it:
+(a few minutes on 2 CPU cores) into ``root`` (default ``data/benchmark``, gitignored), later calls load it:
 
     root/recon/sample_000.npz ...   SyntheticSample x num_samples (ICON-style renders + GT meshes + occupancy)
     root/video/clip.mp4, gt.*       SyntheticVideo: one subject, motion "walk_turn" (tracking / recon / avatar)
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BENCHMARK_VERSION", "BenchmarkSpec", "SyntheticBenchmark", "benchmark_samples", "load_or_make_benchmark"]
 
-BENCHMARK_VERSION = 1
+BENCHMARK_VERSION = 2
 
 
 @dataclass(frozen=True)

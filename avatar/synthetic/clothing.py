@@ -61,9 +61,10 @@ class ClothedMesh:
 class SkirtHull:
     """Signed distance (approximate, <= the true distance) to a flared elliptic skirt hull.
 
-    The cross-section at height ``y`` is an ellipse centred at ``(0, cz(y))`` with semi-axes
-    ``rx(y)`` and ``aspect * rx(y)``, wide enough everywhere to enclose the body (and the layers below
-    the skirt) between the waist and the hem, growing by ``flare`` per metre, with folds towards the hem.
+    The cross-section at height ``y`` is an ellipse centred at ``(0, cz)`` (the waist's centre) with
+    semi-axes ``rx(y)`` and ``aspect * rx(y)``, wide enough everywhere to enclose the body (and the layers
+    below the skirt) between the waist and the hem, growing by at least ``flare`` per metre below the
+    hips, with folds and wrinkles towards the hem.
     """
 
     def __init__(self, g: Garment, verts: torch.Tensor, normals: torch.Tensor, under: torch.Tensor,
@@ -175,7 +176,7 @@ class ClothedField:
         self.lm = BodyLandmarks.from_body(self.verts, rest_joints)
         self.joints = rest_joints.float()
         self.groups = joint_groups(self.weights)
-        gs = [g for g in outfit.garments]
+        gs = list(outfit.garments)
         self.cov = torch.stack([garment_coverage(g, self.verts, self.groups, self.lm) for g in gs], 1) if gs \
             else torch.zeros(self.verts.shape[0], 0)
         self.own = torch.stack([garment_thickness(g, self.verts, self.lm) for g in gs], 1) if gs \
@@ -191,8 +192,7 @@ class ClothedField:
             under = self._layers(self.cov[:, : self.skirt_idx + 1], self.own[:, : self.skirt_idx + 1])[0]
             self.skirt = SkirtHull(gs[self.skirt_idx], self.verts, vertex_normals(self.verts, self.faces), under,
                                    self.groups, self.lm)
-        self.max_offset = float(self._layers(self.cov, self.own + torch.tensor([g.wrinkle_amp for g in gs]))[0].max()) \
-            if gs else 0.0
+        self.max_offset = float(self._layers(self.cov, self.own + self._amps)[0].max()) if gs else 0.0
 
     # ---------------------------------------------------------------------------------- field
     def _layers(self, cov: torch.Tensor, own: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import colorsys
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -206,7 +206,6 @@ class BodyLandmarks:
     pelvis_y: float
     chest_y: float
     sole_y: float
-    face_z: float = field(default=0.0)
 
     @staticmethod
     def from_body(rest_verts: torch.Tensor, rest_joints: torch.Tensor) -> "BodyLandmarks":
@@ -215,7 +214,6 @@ class BodyLandmarks:
         v = rest_verts.detach().cpu().numpy()
         j = lambda n: J[JOINT_INDEX[n]]  # noqa: E731
         head = j("head")
-        near_face = v[(np.abs(v[:, 1] - j("left_eye")[1]) < 0.03) & (np.abs(v[:, 0]) < 0.05)]
         return BodyLandmarks(
             neck=j("neck"), head=head, eyes=np.stack([j("left_eye"), j("right_eye")]),
             shoulder_x=float(0.5 * (j("left_shoulder")[0] - j("right_shoulder")[0])),
@@ -223,7 +221,6 @@ class BodyLandmarks:
             hip_y=float(0.5 * (j("left_hip")[1] + j("right_hip")[1])),
             ankle_y=float(0.5 * (j("left_ankle")[1] + j("right_ankle")[1])),
             pelvis_y=float(j("pelvis")[1]), chest_y=float(j("spine3")[1]), sole_y=float(v[:, 1].min()),
-            face_z=float(near_face[:, 2].max()) if len(near_face) else float(head[2] + 0.09),
         )
 
 

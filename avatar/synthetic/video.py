@@ -178,9 +178,12 @@ def make_synthetic_video(out_dir: str | Path, num_frames: int = 24, seed: int = 
     canonical = clothe_subject(body, subject, spec.voxel) if canonical is None else canonical
     rng = np.random.default_rng(20_000 + seed)
 
-    floor = -float(canonical.verts[:, 1].min())  # canonical feet -> y = 0
-    params = motion_params(spec.motion, num_frames, subject.betas_tensor(), np.array([0.0, floor, 0.0]))
+    params = motion_params(spec.motion, num_frames, subject.betas_tensor())
     with torch.no_grad():
+        # stand on the floor (y = 0) in every frame: the lowest body point, plus the soles below it
+        posed = body(params)
+        sole = float(canonical.verts[:, 1].min() - posed.rest_vertices[0, :, 1].min())
+        params.transl[:, 1] = -(posed.vertices[..., 1].amin(1) + sole)
         jt = body(params).joint_transforms
     camera = Camera.look_at((0.0, spec.cam_height, spec.distance), (0.0, 0.95, 0.0), width=spec.width, height=spec.height,
                      fov_deg=spec.fov_deg)
