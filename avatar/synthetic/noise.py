@@ -12,31 +12,6 @@ __all__ = ["fbm", "fbm_multi", "perlin"]
 
 
 @wp.kernel
-def _fbm_kernel(
-    offset: int,
-    points: wp.array(dtype=wp.vec3),
-    freq: float,
-    seed: int,
-    octaves: int,
-    gain: float,
-    out: wp.array(dtype=wp.float32),
-):
-    tid = wp.tid() + offset
-    p = points[tid]
-    amp = float(1.0)
-    norm = float(0.0)
-    total = float(0.0)
-    f = freq
-    for o in range(octaves):
-        state = wp.rand_init(seed + 101 * o)
-        total += amp * wp.noise(state, p * f + wp.vec3(17.0 * float(o)))
-        norm += amp
-        amp *= gain
-        f *= 2.0
-    out[tid] = total / norm
-
-
-@wp.kernel
 def _fbm_multi_kernel(
     offset: int,
     points: wp.array(dtype=wp.vec3),
@@ -94,14 +69,8 @@ def fbm(p: torch.Tensor, freq: float, seed: int = 0, octaves: int = 2, gain: flo
     Returns:
         (N,) float32 values, roughly in [-1, 1], smooth in ``p``; same device as ``p``.
     """
-    init_warp()
-    pts = p.detach().float().contiguous()
-    out = torch.empty(pts.shape[0], dtype=torch.float32, device=pts.device)
-    if pts.shape[0]:
-        args = [wp.from_torch(pts, dtype=wp.vec3), float(freq), int(seed) & 0x7FFFFFFF, int(octaves), float(gain),
-                wp.from_torch(out)]
-        parallel_launch(_fbm_kernel, pts.shape[0], lambda _o: args, device=wp_device(pts.device))
-    return out
+    ones = torch.ones(p.shape[0], 1, device=p.device)
+    return fbm_multi(p, [freq], [seed], ones, octaves, gain)[:, 0]
 
 
 def perlin(p: torch.Tensor, seed: int = 0) -> torch.Tensor:
