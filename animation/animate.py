@@ -63,11 +63,13 @@ def animate(avatar, motion: Motion, body, correct: bool = True, chunk: int = 16)
     T = len(motion)
     verts, trans = [], []
     t0 = time.perf_counter()
+    corrector = avatar.corrector() if correct else None  # built once per avatar (cached), counted in the timing
     for s in tqdm(range(0, T, chunk), desc="animation: posing", leave=False):
         ps = params[s : s + chunk]
         bo = body(ps)
         verts.append(pose_canonical_mesh(avatar.sdf, avatar.mesh, ps.full_pose(), bo.joint_transforms, avatar.spread,
-                                         correct=correct, max_offset=avatar.arch.get("max_offset", 0.05)))
+                                         correct=correct, max_offset=avatar.arch.get("max_offset", 0.05),
+                                         corrector=corrector))
         trans.append(bo.joint_transforms)
     seconds = time.perf_counter() - t0
     rest_j = body(params[0]).rest_joints[0]

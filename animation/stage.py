@@ -39,6 +39,7 @@ class AnimationConfig:
     files that store none.  center: put the first frame's root over the origin (x, z).
     correct_pose: pose-dependent correction of the canonical mesh.  export_*: outputs to write.
     video_size: square video side (px); video_crf: x264 quality.
+    threads: torch CPU threads while posing (None: torch's default).
     """
 
     fps: float | None = 30.0
@@ -53,6 +54,7 @@ class AnimationConfig:
     render_video: bool = True
     video_size: int = 512
     video_crf: int = 20
+    threads: int | None = None
 
 
 @dataclass
@@ -119,7 +121,10 @@ def run_animation(avatar, motion_path, cfg: AnimationConfig, body, out_dir: Path
     out.mkdir(parents=True, exist_ok=True)
     motion = prepare_motion(motion_path, cfg, body, avatar.betas)
     motion.save(out / "motion.npz")
-    seq = animate(avatar, motion, body, correct=cfg.correct_pose)
+    from avatar.scanimate.stage import torch_threads
+
+    with torch_threads(cfg.threads):
+        seq = animate(avatar, motion, body, correct=cfg.correct_pose)
     files: dict = {"motion": "motion.npz"}
     stats = {"animate_seconds": seq.seconds, "animate_fps": len(seq) / max(seq.seconds, 1e-9)}
     if cfg.export_ply:

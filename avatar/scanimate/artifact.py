@@ -2,7 +2,7 @@
 
 On disk (one directory)::
 
-    avatar.safetensors   fields (sdf.*, color.*, skin.*), body prior (prior_verts, prior_weights),
+    avatar.safetensors   fields (sdf.*, skin.*, color.* if trained), body prior (prior_verts, prior_weights),
                          betas, canonical mesh (mesh_verts, mesh_faces, mesh_colors, mesh_weights, ...)
     avatar.json          config, architecture, stats
     canonical.ply        the canonical mesh with vertex colours (for viewing)
@@ -32,7 +32,8 @@ class Avatar:
     """A clothed avatar in canonical space, animatable with SMPL-X poses.
 
     Attributes:
-        sdf: canonical SDF conditioned on pose features; color: canonical albedo field;
+        sdf: canonical SDF conditioned on pose features; color: canonical albedo field (None when
+            the colours were baked from the samples, ``AvatarConfig.color_mode="samples"``);
         skin: canonical skinning field W_c(x_c).
         mesh: canonical mesh extracted once (fixed topology for animation).
         prior_verts: (V_body, 3) canonical body vertices; prior_weights: (V_body, 55) body weights
@@ -43,7 +44,7 @@ class Avatar:
     """
 
     sdf: CanonicalSDF
-    color: ColorField
+    color: ColorField | None
     skin: SkinningField
     mesh: CanonicalMesh
     prior_verts: torch.Tensor
@@ -57,7 +58,22 @@ class Avatar:
     def __post_init__(self) -> None:
         self.spread = spread_matrix(self.prior_weights.shape[1])
         for m in (self.sdf, self.color, self.skin):
-            m.eval()
+            if m is not None:
+                m.eval()
+
+    def corrector(self, spacing: float | None = None):
+        """The :class:`~avatar.scanimate.posing.PoseCorrector` of the canonical mesh (built once, cached).
+
+        ``spacing``: anchor spacing (m); None: ``arch["correction_spacing"]`` (0.03 if absent), 0: exact.
+        """
+        from avatar.scanimate.posing import PoseCorrector
+
+        s = float(self.arch.get("correction_spacing", 0.03) if spacing is None else spacing)
+        cache = self.__dict__.setdefault("_correctors", {})
+        if s not in cache:
+            cache[s] = PoseCorrector(self.sdf, self.mesh.verts, self.mesh.normals, self.mesh.weights, self.spread,
+                                     spacing=s, max_offset=self.arch.get("max_offset", 0.05))
+        return cache[s]
 
     def skin_prior(self) -> BodySkinPrior:
         return BodySkinPrior(self.prior_verts, self.prior_weights, self.arch["skin_knn"], self.arch["skin_sigma"])
@@ -86,7 +102,8 @@ class Avatar:
             ps = p[s : s + chunk]
             bo = body(ps)
             out.append(pose_canonical_mesh(self.sdf, self.mesh, ps.full_pose(), bo.joint_transforms, self.spread,
-                                           correct=correct, max_offset=self.arch.get("max_offset", 0.05)))
+                                           correct=correct, max_offset=self.arch.get("max_offset", 0.05),
+                                           corrector=self.corrector() if correct else None))
         return torch.cat(out)
 
     # ------------------------------------------------------------------ io
@@ -97,6 +114,8 @@ class Avatar:
         d.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for name, m in (("sdf", self.sdf), ("color", self.color), ("skin", self.skin)):
+            if m is None:
+                continue
             tensors.update({f"{name}.{k}": v.detach().contiguous() for k, v in m.state_dict().items()})
         for k in _MESH_KEYS:
             tensors[f"mesh_{k}"] = getattr(self.mesh, k).contiguous()
@@ -130,10 +149,14 @@ class Avatar:
         s_sd = sd("sdf")
         sdf = CanonicalSDF(s_sd["prior_grid"], s_sd["grid_min"], s_sd["grid_max"], s_sd["norm.center"],
                            float(s_sd["norm.scale"]), a["sdf_hidden"], a["sdf_layers"], a["sdf_freqs"], a["pose_dim"])
-        color = ColorField(s_sd["norm.center"], 1.0, a["color_hidden"], a["color_layers"], a["color_freqs"])
+        color = None
+        if any(k.startswith("color.") for k in t):
+            color = ColorField(s_sd["norm.center"], 1.0, a["color_hidden"], a["color_layers"], a["color_freqs"])
         skin = SkinningField(s_sd["norm.center"], 1.0, t["prior_weights"].shape[1], a["skin_hidden"], a["skin_layers"],
                              a["skin_freqs"])
         for m, p in ((sdf, "sdf"), (color, "color"), (skin, "skin")):
+            if m is None:
+                continue
             try:
                 m.load_state_dict(sd(p))
             except RuntimeError as e:

@@ -16,12 +16,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avatar.body.lbs import skin_points
 from avatar.scanimate.fields import BodySkinPrior, CanonicalSDF, ColorField, SkinningField, pose_features
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CanonicalMesh", "extract_canonical_mesh", "pose_corrections", "pose_canonical_mesh"]
+__all__ = ["CanonicalMesh", "bake_colors", "extract_canonical_mesh", "pose_corrections", "pose_canonical_mesh"]
 
 
 @dataclass
@@ -55,13 +54,14 @@ def _eval_sdf(sdf: CanonicalSDF, pts: torch.Tensor, band: float, chunk: int = 13
 
 
 @torch.no_grad()
-def extract_canonical_mesh(sdf: CanonicalSDF, color: ColorField, skin_field: SkinningField, prior_c: BodySkinPrior,
+def extract_canonical_mesh(sdf: CanonicalSDF, color: ColorField | None, skin_field: SkinningField, prior_c: BodySkinPrior,
                            voxel: float = 0.01, band: float = 0.1) -> CanonicalMesh:
     """Marching cubes of the canonical SDF at zero pose features, largest component kept.
 
     Args:
         voxel: grid spacing (m) over the SDF's prior-grid box; band: the MLP is evaluated where the
             body SDF is within ``band`` (m), elsewhere the body SDF is used.
+        color: colour field for the vertex colours; None: grey (bake them with :func:`bake_colors`).
     """
     import trimesh
     from skimage.measure import marching_cubes
@@ -87,12 +87,45 @@ def extract_canonical_mesh(sdf: CanonicalSDF, color: ColorField, skin_field: Ski
         mesh.invert()
     verts = torch.from_numpy(np.asarray(mesh.vertices, np.float32))
     faces = torch.from_numpy(np.asarray(mesh.faces, np.int64))
-    rgb = torch.cat([color(verts[s : s + 65536]) for s in range(0, len(verts), 65536)])
+    if color is not None:
+        rgb = torch.cat([color(verts[s : s + 65536]) for s in range(0, len(verts), 65536)])
+    else:
+        rgb = torch.full((len(verts), 3), 0.7)
     w = torch.cat([skin_field(verts[s : s + 65536], prior_c(verts[s : s + 65536])) for s in range(0, len(verts), 65536)])
     sdf0 = _eval_sdf(sdf, verts, float("inf"))
     log.info("canonical mesh: %d vertices, %d faces", len(verts), len(faces))
     return CanonicalMesh(verts, faces, (rgb * 255).round().clamp(0, 255).to(torch.uint8), w.float(),
                          vertex_normals(verts, faces), sdf0)
+
+
+@torch.no_grad()
+def bake_colors(verts: torch.Tensor, normals: torch.Tensor, points: torch.Tensor, point_normals: torch.Tensor,
+                colors: torch.Tensor, radius: float = 0.015, k: int = 24) -> torch.Tensor:
+    """Vertex colours from coloured canonical surface samples (all training frames pooled).
+
+    Each vertex takes the mean colour of its ``k`` nearest samples, weighted by
+    ``exp(-d^2 / (2 (radius/2)^2)) * max(0, n_v . n_s)^2`` (samples of surfaces facing away, e.g. the
+    other side of a thin limb, do not count); a vertex with no usable sample takes its nearest one.
+
+    Args:
+        verts, normals: (V, 3) canonical mesh; points, point_normals: (N, 3) canonical samples;
+        colors: (N, 3) float [0, 1]; radius: neighbourhood size (m).
+    Returns:
+        (V, 3) uint8.
+    """
+    from scipy.spatial import cKDTree
+
+    k = min(k, len(points))
+    d, j = cKDTree(points.numpy()).query(verts.numpy(), k=k, workers=-1)
+    d = torch.from_numpy(np.asarray(d, np.float32)).reshape(len(verts), k)
+    j = torch.from_numpy(np.asarray(j, np.int64)).reshape(len(verts), k)
+    cos = (normals[:, None] * point_normals[j]).sum(-1).clamp(min=0)
+    w = torch.exp(-(d**2) / (2 * (0.5 * radius) ** 2)) * cos**2 * (d < radius)
+    dead = w.sum(1) <= 1e-8
+    w[dead] = 0.0
+    w[dead, 0] = 1.0
+    rgb = (w[..., None] * colors[j]).sum(1) / w.sum(1, keepdim=True)
+    return (rgb * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 @torch.no_grad()
@@ -115,16 +148,22 @@ def pose_corrections(sdf: CanonicalSDF, mesh: CanonicalMesh, rotvecs: torch.Tens
 
 @torch.no_grad()
 def pose_canonical_mesh(sdf: CanonicalSDF | None, mesh: CanonicalMesh, rotvecs: torch.Tensor, transforms: torch.Tensor,
-                        spread: torch.Tensor, correct: bool = True, max_offset: float = 0.05) -> torch.Tensor:
+                        spread: torch.Tensor, correct: bool = True, max_offset: float = 0.05,
+                        corrector=None) -> torch.Tensor:
     """Posed vertices (B, V, 3), world frame, of the fixed-topology canonical mesh.
 
     Args:
         rotvecs: (B, 55, 3) local axis-angle poses (for the pose-dependent correction).
         transforms: (B, 55, 4, 4) canonical -> posed joint transforms (translation included).
-        correct: apply the pose-dependent SDF correction (needs ``sdf``).
+        correct: apply the pose-dependent SDF correction (needs ``sdf`` or ``corrector``).
+        corrector: a :class:`~avatar.scanimate.posing.PoseCorrector` of this mesh (fast path); None
+            evaluates the reference :func:`pose_corrections` on every vertex.
     """
-    B = transforms.shape[0]
-    v = mesh.verts.expand(B, -1, -1)
-    if correct and sdf is not None:
-        v = v + pose_corrections(sdf, mesh, rotvecs, spread, max_offset)
-    return skin_points(v, mesh.weights, transforms)
+    from avatar.scanimate.posing import skin_vertices
+
+    v = mesh.verts
+    if correct and corrector is not None:
+        v = v[None] + corrector.offsets(rotvecs)
+    elif correct and sdf is not None:
+        v = v[None] + pose_corrections(sdf, mesh, rotvecs, spread, max_offset)
+    return skin_vertices(v, mesh.weights, transforms.float())

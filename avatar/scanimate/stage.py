@@ -2,8 +2,8 @@
 
 1. Sample each training frame's surface (points, normals, colours).
 2. Train the cycle-consistent skinning fields and un-skin the samples to canonical space.
-3. Train the canonical SDF (pose-conditioned, IGR losses) and colour field.
-4. Extract the canonical mesh once; evaluate on held-out frames (Chamfer to their reconstructions,
+3. Train the canonical SDF (pose-conditioned, IGR losses) (and the colour field if ``color_mode="field"``).
+4. Extract the canonical mesh once (colours baked from the canonicalised samples); evaluate on held-out frames (Chamfer to their reconstructions,
    PSNR/SSIM of the rendered avatar against the input frame inside the person mask).
 
 Resume: training state is checkpointed to ``<run_dir>/.avatar_checkpoint`` (outside the stage's
@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,13 +29,13 @@ from avatar.body.params import SMPLXParams
 from avatar.metrics import chamfer_cm, image_metrics
 from avatar.scanimate.artifact import Avatar
 from avatar.scanimate.canonicalize import Samples, SkinningConfig, canonicalize, sample_surface, train_skinning
-from avatar.scanimate.extract import extract_canonical_mesh
+from avatar.scanimate.extract import bake_colors, extract_canonical_mesh
 from avatar.scanimate.fields import BodySkinPrior, CanonicalSDF, ColorField, body_sdf_grid, pose_features, spread_matrix
 from avatar.scanimate.train import Checkpointer, SDFConfig, train_sdf
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AvatarConfig", "run_avatar", "train_avatar"]
+__all__ = ["AvatarConfig", "run_avatar", "torch_threads", "train_avatar"]
 
 
 @dataclass
@@ -47,6 +48,12 @@ class AvatarConfig:
     max_train_frames: cap on training frames (evenly spaced), None for all.
     extract_voxel / extract_band: marching-cubes spacing and MLP band around the body (m).
     max_offset: clamp of the pose-dependent correction (m).
+    correction_spacing: anchor spacing (m) of the fast pose correction (the MLP runs on one vertex per
+        cell and is interpolated; 0 = every vertex, exact, slow).
+    color_mode: "samples" bakes the canonicalised samples' colours onto the mesh (sharp, no training);
+        "field" trains the colour MLP with the SDF.  color_radius: baking neighbourhood (m).
+    threads: torch CPU threads while training / posing (None: torch's default; 1 is often faster when
+        other processes compete for the cores).
     eval_max_side: held-out renders are made at most this many pixels on a side.
     checkpoint_dir: resume state (None: ``<run_dir>/.avatar_checkpoint``); resume: use it.
     """
@@ -60,6 +67,10 @@ class AvatarConfig:
     extract_voxel: float = 0.01
     extract_band: float = 0.1
     max_offset: float = 0.05
+    correction_spacing: float = 0.03
+    color_mode: str = "samples"
+    color_radius: float = 0.015
+    threads: int | None = None
     eval_max_side: int = 512
     checkpoint_dir: str | None = None
     resume: bool = True
@@ -112,6 +123,20 @@ def _fingerprint(cfg: AvatarConfig, recon, body) -> str:
     return h.hexdigest()[:16]
 
 
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch CPU threads (None / 0: unchanged), restoring the previous count."""
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def train_avatar(recon, cfg: AvatarConfig, body, logger=None, checkpoint_dir: str | Path | None = None,
                  frames: list[int] | None = None) -> Avatar:
     """Train an avatar on ``recon.frames[frames]`` (all by default).  See the module doc.
@@ -121,6 +146,13 @@ def train_avatar(recon, cfg: AvatarConfig, body, logger=None, checkpoint_dir: st
         cfg: config (``fast`` applied here); body: the body model of the reconstruction.
         checkpoint_dir: resume state directory (None: no checkpoints).
     """
+    if cfg.color_mode not in ("samples", "field"):
+        raise ValueError(f"AvatarConfig.color_mode must be 'samples' or 'field', got {cfg.color_mode!r}")
+    with torch_threads(cfg.threads):
+        return _train_avatar(recon, cfg, body, logger, checkpoint_dir, frames)
+
+
+def _train_avatar(recon, cfg: AvatarConfig, body, logger, checkpoint_dir, frames) -> Avatar:
     ecfg = cfg.effective()
     frames = list(range(len(recon.frames))) if frames is None else frames
     if len(frames) < 1:
@@ -143,6 +175,8 @@ def train_avatar(recon, cfg: AvatarConfig, body, logger=None, checkpoint_dir: st
         pts.append(p), nrm.append(n), col.append(c), fid.append(np.full(len(p), k))
     samples = Samples(torch.from_numpy(np.concatenate(pts)), torch.from_numpy(np.concatenate(nrm)),
                       torch.from_numpy(np.concatenate(col)), torch.from_numpy(np.concatenate(fid)).long())
+    phase = {"sample": time.perf_counter() - t0}
+    tick = time.perf_counter()
     sk = ecfg.skinning
     prior_c = BodySkinPrior(rest, W, sk.knn, sk.sigma)
     priors_p = [BodySkinPrior(bo.vertices[k], W, sk.knn, sk.sigma) for k in range(len(frames))]
@@ -170,40 +204,52 @@ def train_avatar(recon, cfg: AvatarConfig, body, logger=None, checkpoint_dir: st
                        fields=(fc, fp), start_iter=start, on_checkpoint=save_skin)
         save_skin((fc, fp), sk.iters)
     fc.eval(), fp.eval()
+    phase["skinning"], tick = time.perf_counter() - tick, time.perf_counter()
     xc, nc, wc, err = canonicalize(samples, T, fc, fp, prior_c, priors_p, sk.refine_iters)
     keep = err < ecfg.sdf.max_cycle_err
     log.info("canonicalised %d samples, cycle error median %.2f mm, %.1f%% kept", len(err),
              1000 * err.median().item(), 100 * keep.float().mean().item())
     spread = spread_matrix(W.shape[1])
     feats = pose_features(wc[keep], params.full_pose()[samples.frame[keep]], spread)
+    phase["canonicalise"], tick = time.perf_counter() - tick, time.perf_counter()
 
     # ---- 2. canonical SDF + colour
     sc = ecfg.sdf
     grid, glo, ghi = body_sdf_grid(rest, body.faces, sc.grid_voxel, sc.grid_margin)
     sdf = CanonicalSDF(grid, glo, ghi, center, scale, sc.hidden, sc.layers, sc.freqs, sc.pose_dim)
-    color = ColorField(center, scale, sc.color_hidden, sc.color_layers, sc.color_freqs)
+    color = ColorField(center, scale, sc.color_hidden, sc.color_layers, sc.color_freqs) \
+        if ecfg.color_mode == "field" else None
+    modules = {"skin_c": fc, "skin_p": fp, "sdf": sdf, **({"color": color} if color is not None else {})}
     start, opt_state = 0, None
     if state is not None and state["phase"] == "sdf":
-        sdf.load_state_dict(state["modules"]["sdf"])
-        color.load_state_dict(state["modules"]["color"])
+        for k in ("sdf", "color"):
+            if k in modules:
+                modules[k].load_state_dict(state["modules"][k])
         start, opt_state = state["iteration"], state["extra"].get("optimizer")
 
     def save_sdf(it, opt):
-        ckpt.save("sdf", it, {"skin_c": fc, "skin_p": fp, "sdf": sdf, "color": color},
-                  {"optimizer": opt.state_dict()})
+        ckpt.save("sdf", it, modules, {"optimizer": opt.state_dict()})
 
     losses = train_sdf(xc[keep], nc[keep], feats, samples.colors[keep], sdf, color, sc, logger, start, opt_state,
                        on_checkpoint=save_sdf)
-    sdf.eval(), color.eval()
+    sdf.eval()
+    if color is not None:
+        color.eval()
+    phase["sdf"], tick = time.perf_counter() - tick, time.perf_counter()
 
-    # ---- 3. canonical mesh
+    # ---- 3. canonical mesh (+ colours baked from the samples)
     mesh = extract_canonical_mesh(sdf, color, fc, prior_c, ecfg.extract_voxel, ecfg.extract_band)
+    if color is None:
+        mesh.colors = bake_colors(mesh.verts, mesh.normals, xc[keep], nc[keep], samples.colors[keep],
+                                  ecfg.color_radius)
+    phase["extract"] = time.perf_counter() - tick
     arch = {"sdf_hidden": sc.hidden, "sdf_layers": sc.layers, "sdf_freqs": sc.freqs, "pose_dim": sc.pose_dim,
             "color_hidden": sc.color_hidden, "color_layers": sc.color_layers, "color_freqs": sc.color_freqs,
             "skin_hidden": sk.hidden, "skin_layers": sk.layers, "skin_freqs": sk.freqs, "skin_knn": sk.knn,
-            "skin_sigma": sk.sigma, "max_offset": ecfg.max_offset}
+            "skin_sigma": sk.sigma, "max_offset": ecfg.max_offset, "correction_spacing": ecfg.correction_spacing}
     stats = {"train_frames": frames, "num_samples": int(keep.sum()), "cycle_err_mm_median": 1000 * err.median().item(),
-             "final_losses": losses, "mesh_vertices": len(mesh.verts), "train_seconds": time.perf_counter() - t0}
+             "final_losses": losses, "mesh_vertices": len(mesh.verts), "train_seconds": time.perf_counter() - t0,
+             "phase_seconds": phase}
     avatar = Avatar(sdf, color, fc, mesh, rest.detach().clone(), W.clone(), betas, arch,
                     json.loads(json.dumps(asdict(cfg), default=str)), stats, body.name)
     ckpt.clear()
@@ -275,7 +321,8 @@ def run_avatar(tracks, recon, cfg: AvatarConfig, body, out_dir: Path, logger) ->
     ckpt_dir = cfg.checkpoint_dir or (out_dir.parent / ".avatar_checkpoint")
     log.info("avatar: training on %d frames, %d held out", len(train), len(held))
     avatar = train_avatar(recon, cfg, body, logger, ckpt_dir, train)
-    avatar.stats.update(evaluate_holdout(avatar, recon, tracks, held, body, cfg.effective(), logger, out_dir))
+    with torch_threads(cfg.threads):
+        avatar.stats.update(evaluate_holdout(avatar, recon, tracks, held, body, cfg.effective(), logger, out_dir))
     log.info("avatar: %s", {k: v for k, v in avatar.stats.items() if isinstance(v, float)})
     if logger is not None:
         logger.log_scalars({f"avatar/{k}": v for k, v in avatar.stats.items() if isinstance(v, float)})

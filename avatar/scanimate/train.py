@@ -105,10 +105,10 @@ class Checkpointer:
                 pass
 
 
-def train_sdf(x: torch.Tensor, n: torch.Tensor, feat: torch.Tensor, colors: torch.Tensor, sdf: CanonicalSDF,
-              color: ColorField, cfg: SDFConfig, logger=None, start_iter: int = 0, opt_state: dict | None = None,
+def train_sdf(x: torch.Tensor, n: torch.Tensor, feat: torch.Tensor, colors: torch.Tensor | None, sdf: CanonicalSDF,
+              color: ColorField | None, cfg: SDFConfig, logger=None, start_iter: int = 0, opt_state: dict | None = None,
               on_checkpoint=None) -> dict[str, float]:
-    """Fit ``sdf`` and ``color`` (in place) to canonical samples.
+    """Fit ``sdf`` and ``color`` (in place; ``color=None``: geometry only) to canonical samples.
 
     Args:
         x: (N, 3) canonical surface points; n: (N, 3) canonical unit normals; feat: (N, 63) pose
@@ -118,7 +118,7 @@ def train_sdf(x: torch.Tensor, n: torch.Tensor, feat: torch.Tensor, colors: torc
     Returns:
         final losses ``{"surface", "normal", "eikonal", "color", "total"}``.
     """
-    params = list(sdf.parameters()) + list(color.parameters())
+    params = list(sdf.parameters()) + (list(color.parameters()) if color is not None else [])
     opt = torch.optim.Adam(params, lr=cfg.lr)
     if opt_state:
         opt.load_state_dict(opt_state)
@@ -143,7 +143,7 @@ def train_sdf(x: torch.Tensor, n: torch.Tensor, feat: torch.Tensor, colors: torc
         l_surf = f[:B].abs().mean()
         l_norm = (grad[:B] - ns).norm(dim=-1).mean()
         l_eik = ((grad[B:].norm(dim=-1) - 1) ** 2).mean()
-        l_col = (color(xs) - colors[i]).abs().mean()
+        l_col = (color(xs) - colors[i]).abs().mean() if color is not None else torch.zeros(())
         loss = cfg.w_surface * l_surf + cfg.w_normal * l_norm + cfg.w_eikonal * l_eik + cfg.w_color * l_col
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -44,9 +44,14 @@ def test_avatar_train_save_load_reproduces(anny_body, toy, tmp_path):
     back = Avatar.load(tmp_path / "avatar")
     assert torch.equal(back.mesh.faces, av.mesh.faces)
     torch.testing.assert_close(back.pose(held, anny_body), verts)
-    x = av.mesh.verts[:50]
-    torch.testing.assert_close(back.color(x), av.color(x))
+    assert back.color is None and torch.equal(back.mesh.colors, av.mesh.colors)  # colours baked from samples
     assert back.stats["train_frames"] == [0, 2, 4]
+    # the baked colours are the subject's: compare with the nearest canonical toy vertex
+    from scipy.spatial import cKDTree
+
+    _, j = cKDTree(subject.canonical_verts.numpy()).query(av.mesh.verts.numpy())
+    err = np.abs(av.mesh.colors.numpy().astype(float) - subject.colors[j].astype(float)).mean()
+    assert err < 20.0, err
     # held-out poses: the avatar is near the true clothed surface (coarse settings)
     from avatar.metrics import chamfer_cm
 
@@ -60,10 +65,11 @@ def test_avatar_load_errors(tmp_path):
 
 
 def test_resume_after_crash(anny_body, toy, tmp_path, caplog):
+    """Resume (with the colour *field* trained alongside the SDF, color_mode="field")."""
     from avatar.scanimate.train import Checkpointer
 
     _, recon = toy
-    cfg = tiny_avatar_config()
+    cfg = tiny_avatar_config(color_mode="field")
     cfg.sdf.iters, cfg.sdf.checkpoint_every = 30, 10
 
     class Crash(RuntimeError):
@@ -83,6 +89,10 @@ def test_resume_after_crash(anny_body, toy, tmp_path, caplog):
     assert "resuming" in caplog.text and "sdf, iteration 20" in caplog.text
     assert not (ck / "train_state.pt").exists()  # cleared when the stage finished
     assert len(av.mesh.verts) > 0
+    av.save(tmp_path / "av")
+    back = Avatar.load(tmp_path / "av")
+    x = av.mesh.verts[:50]
+    torch.testing.assert_close(back.color(x), av.color(x))
     # a checkpoint of another config / input is never resumed
     Checkpointer(ck, "some-other-run").save("sdf", 5, {})
     caplog.clear()
@@ -98,3 +108,19 @@ def test_avatar_config_from_dict():
         AvatarConfig.from_dict({"bogus": 1})
     with pytest.raises(ValueError, match=r"AvatarConfig.sdf: unknown config keys \['nope'\]"):
         AvatarConfig.from_dict({"sdf": {"nope": 1}})
+    with pytest.raises(ValueError, match="color_mode"):
+        train_avatar(None, AvatarConfig(color_mode="paint"), None)
+
+
+def test_default_yaml_matches_config():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "conf"
+    d = yaml.safe_load((root / "avatar" / "default.yaml").read_text())
+    assert AvatarConfig.from_dict(d) == AvatarConfig()
+    from animation.stage import AnimationConfig
+
+    a = yaml.safe_load((root / "animation" / "default.yaml").read_text())
+    assert AnimationConfig(**a) == AnimationConfig()
