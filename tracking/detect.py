@@ -150,6 +150,10 @@ class DetectConfig:
         crop_smooth_sigma: Gaussian smoothing of crop centre and size over time, in frames
             (0 disables).
         min_valid_fraction: :class:`NoPersonError` if fewer frames than this have a person.
+        max_side: frames whose longer side exceeds this are downscaled (area filter) before
+            mediapipe sees them (its networks run at 256 px anyway; decoding the large frame and
+            computing the mask at full size is what costs); landmarks and masks are returned
+            at the input resolution. None: never.
     """
 
     min_detection_confidence: float = 0.5
@@ -163,6 +167,7 @@ class DetectConfig:
     crop_size: int = 512
     crop_smooth_sigma: float = 2.0
     min_valid_fraction: float = 0.5
+    max_side: int | None = 512
 
     def __post_init__(self):
         for name in ("min_detection_confidence", "min_tracking_confidence", "mask_threshold",
@@ -174,6 +179,8 @@ class DetectConfig:
             raise ValueError(f"DetectConfig.crop_scale must be > 0, got {self.crop_scale}")
         if self.crop_size < 1:
             raise ValueError(f"DetectConfig.crop_size must be >= 1, got {self.crop_size}")
+        if self.max_side is not None and self.max_side < 64:
+            raise ValueError(f"DetectConfig.max_side must be >= 64 or None, got {self.max_side}")
         if self.crop_smooth_sigma < 0:
             raise ValueError(f"DetectConfig.crop_smooth_sigma must be >= 0, got {self.crop_smooth_sigma}")
 
@@ -308,13 +315,19 @@ def detect_person(frames, cfg: DetectConfig | None = None, source: str | Path | 
     else:
         graph = mp.solutions.pose.Pose(**common)
     selfie = None
-    scale = np.array([W, H], np.float32)
+    scale = np.array([W, H], np.float32)  # landmarks are normalised: any input size maps back
+    small = None
+    if cfg.max_side is not None and max(H, W) > cfg.max_side:
+        s = cfg.max_side / max(H, W)
+        small = (max(1, round(W * s)), max(1, round(H * s)))
     with warnings.catch_warnings():
         # mediapipe 0.10.14 calls a protobuf API deprecated in protobuf 4.25: harmless, once per graph
         warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)
         try:
             for t in tqdm(range(T), desc=f"detect {Path(source).name}", unit="frame", leave=False):
                 image = np.ascontiguousarray(frames[t])
+                if small is not None:
+                    image = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
                 image.flags.writeable = False
                 res = graph.process(image)
                 if res.pose_landmarks is not None:
@@ -333,7 +346,10 @@ def detect_person(frames, cfg: DetectConfig | None = None, source: str | Path | 
                     soft = selfie.process(image).segmentation_mask
                 pts = _visible_points(body[t], lhand[t], rhand[t], face[t], cfg.landmark_visibility, W, H)
                 if soft is not None:
-                    masks[t] = _select_component(np.asarray(soft, np.float32), pts, cfg.mask_threshold)
+                    soft = np.asarray(soft, np.float32)
+                    if small is not None:
+                        soft = cv2.resize(soft, (W, H), interpolation=cv2.INTER_LINEAR)
+                    masks[t] = _select_component(soft, pts, cfg.mask_threshold)
                 if res.pose_landmarks is not None:
                     bboxes[t] = _bbox(masks[t] > cfg.mask_threshold, pts, W, H)
                     valid[t] = bboxes[t, 2] > bboxes[t, 0] and bboxes[t, 3] > bboxes[t, 1]
