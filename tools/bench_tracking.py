@@ -21,10 +21,11 @@ Prints (JSON):
   ``mediapipe_mask_iou_clothed``: the detector's person mask vs the clothed mask, for reference.
 * ``focal_fit_vs_gt``: fitted vs true focal length, pixels.
 * speed, frames/s, over ``--runs`` runs of the whole stage (best and median): ``fps_tracking``
-  (read + detect + fit: what the pipeline needs), ``fps_total`` (+ overlay video), and the per-step
-  seconds (read / detect / fit / overlay) of the best run; ``detect_setup`` (mediapipe import and
-  graph construction) is inside ``detect``. The machine load (``uptime``) is printed alongside,
-  since other processes share the CPU.
+  (read + detect + fit: what the pipeline needs per clip, without the one-time ~2 s mediapipe import),
+  ``fps_total`` (wall time of ``run_tracking``: + import on the first run + overlay video), and the
+  per-step seconds (read / setup (import) / detect (graph construction included) / fit / overlay)
+  of the best run. The machine load (``uptime``) is printed alongside, since other processes share
+  the CPU.
 """
 
 from __future__ import annotations

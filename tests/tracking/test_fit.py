@@ -180,3 +180,33 @@ def test_fit_input_errors(anny_body):
     with pytest.raises(ValueError, match="fov_deg"):
         FitConfig(fov_deg=0.0)
     assert len(KEYPOINTS) > 20
+
+
+def test_fit_turned_body_not_mirrored(anny_body):
+    """A body turned by +40 degrees: torso and hips alone fit +40 and -40 equally well (a mirror
+    ambiguity); the face and the heel -> toe directions must pick the right sign."""
+    body = anny_body
+    gt = smooth_motion(12, yaw0=math.radians(40))
+    gt.global_orient[:, 0] = 0.0
+    cam = default_camera((H, W), FitConfig())
+    res = fit_clip(targets(body, gt, cam), body, FitConfig(iters_pose=60, **FAST))
+    yaw_fit = roma.rotmat_to_euler("YXZ", roma.rotvec_to_rotmat(res.params.global_orient))[:, 0]
+    yaw_gt = roma.rotmat_to_euler("YXZ", roma.rotvec_to_rotmat(gt.global_orient))[:, 0]
+    assert (yaw_fit * yaw_gt > 0).all(), "mirrored yaw"
+    assert float((yaw_fit - yaw_gt).abs().mean()) < math.radians(15)
+
+
+def test_offset_markers_follow_their_joint(anny_body):
+    """mediapipe hip / shoulder markers: the rest offset, carried rigidly by the attached joint."""
+    from tracking.fit_body import MARKERS, MP_OFFSETS
+
+    fb = FitBody(anny_body, silhouette_vertices=10)
+    g = torch.Generator().manual_seed(2)
+    R = roma.rotvec_to_rotmat(0.5 * torch.randn(2, 3, generator=g))
+    rot = roma.rotvec_to_rotmat(0.3 * torch.randn(2, 21, 3, generator=g))
+    J, M = fb.pose(R, rot, fb.beta0, torch.zeros(2, 3))
+    rj = fb.rest(fb.beta0)[0]
+    k = MARKERS.index("mp_left_hip")
+    hip = fb.joints.index(JI["left_hip"])
+    expect = J[:, 0] + (R @ (rj[hip] - rj[0] + torch.tensor(MP_OFFSETS["hip"][2]))[:, None])[..., 0]
+    assert torch.allclose(M[:, k], expect, atol=1e-5)
