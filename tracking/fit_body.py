@@ -8,8 +8,8 @@ Each frame's body is posed through the body model's own kinematics (rest joints 
 * "markers" for mediapipe landmarks that are not SMPL-X joints, each rigidly attached to one joint:
   surface points (nose, ears, heels, toe tips: body-model vertices chosen once on the rest mesh, exact
   LBS for vertices skinned to one joint, a close approximation otherwise) and joint-offset points
-  (mediapipe's hips, shoulders and pose-graph hand knuckles sit a few centimetres from the SMPL-X
-  joint centres: :data:`MP_OFFSETS`, measured with ``tools/calibrate_keypoints.py``);
+  (mediapipe's hips and shoulders sit a few centimetres from the SMPL-X joint centres, its pose-graph
+  hand points near the knuckles: :data:`MP_OFFSETS`);
 * a few hundred subsampled vertices (LBS restricted to the same joints) for the silhouette term.
 
 Rest joints and marker / silhouette vertices depend on ``betas`` through the backend (Anny's
@@ -34,9 +34,11 @@ FIT_JOINTS: tuple[int, ...] = tuple(range(22)) + (23, 24) + (25, 28, 31, 34, 37)
 
 #: Mediapipe pose landmarks that are offset from an SMPL-X joint: name -> (anchor joint, attached
 #: joint, offset in metres in the SMPL-X rest frame (T-pose, +Y up, +Z front, +X the person's left)
-#: for the LEFT side; the right side mirrors x). Measured on rendered Anny bodies (clothed, many
-#: poses) by ``tools/calibrate_keypoints.py``: mediapipe's hips lie below the SMPL-X hip centres,
-#: its shoulders above the shoulder joints; its "index"/"pinky" hand points are near the knuckles.
+#: for the LEFT side; the right side mirrors x). Mean 2D offsets of mediapipe's landmarks from the
+#: projected ground-truth joints on a synthetic clothed Anny clip (person ~1.7 m tall, 3.2 m away):
+#: hips 3.5 cm below the SMPL-X hip centres, shoulders 1.7 cm above the shoulder joints; the
+#: "index"/"pinky" hand points are taken at the MCP knuckles (not measured yet). A calibration over
+#: many subjects and poses (e.g. the benchmark's recon samples) is still to do.
 MP_OFFSETS: dict[str, tuple[str, str, tuple[float, float, float]]] = {
     "hip": ("hip", "pelvis", (0.0, -0.035, 0.0)),
     "shoulder": ("shoulder", "collar", (0.0, 0.017, 0.0)),
