@@ -26,6 +26,7 @@ class NormalTrainConfig:
     batch: int = 8
     lr: float = 2e-3
     flip_prob: float = 0.5  # horizontal flip augmentation (normals' x negated)
+    patch: int = 64  # train on patch x patch windows centred near person pixels (0 = whole crops)
     seed: int = 0
 
 
@@ -49,6 +50,21 @@ def _flip(batch: dict[str, torch.Tensor], which: torch.Tensor) -> dict[str, torc
     return out
 
 
+def _patches(batch: dict[str, torch.Tensor], patch: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Cut one ``patch`` x ``patch`` window per sample, centred on a random person pixel (clamped to the crop)."""
+    B, _, H, W = batch["mask"].shape
+    if patch <= 0 or patch >= min(H, W):
+        return batch
+    ys, xs = [], []
+    for i in range(B):
+        idx = (batch["mask"][i, 0] > 0.5).flatten().nonzero()[:, 0]
+        k = int(idx[torch.randint(len(idx), (1,), generator=g)]) if len(idx) else (H // 2) * W + W // 2
+        ys.append(min(max(k // W - patch // 2, 0), H - patch))
+        xs.append(min(max(k % W - patch // 2, 0), W - patch))
+    return {k: torch.stack([v[i, :, y:y + patch, x:x + patch] for i, (y, x) in enumerate(zip(ys, xs))])
+            for k, v in batch.items()}
+
+
 def train_normal_net(records: list[TrainRecord], net_cfg: NormalNetConfig = NormalNetConfig(),
                      cfg: NormalTrainConfig = NormalTrainConfig(), val: list[TrainRecord] | None = None
                      ) -> tuple[NormalNet, dict]:
@@ -70,7 +86,7 @@ def train_normal_net(records: list[TrainRecord], net_cfg: NormalNetConfig = Norm
     for _ in tqdm(range(cfg.iters), desc="normal net", unit="it", mininterval=5):
         idx = torch.randint(n, (min(cfg.batch, n),), generator=g)
         b = {k: v[idx] for k, v in data.items()}
-        b = _flip(b, torch.rand(len(idx), generator=g) < cfg.flip_prob)
+        b = _flip(_patches(b, cfg.patch, g), torch.rand(len(idx), generator=g) < cfg.flip_prob)
         front, back = net(b["image"], b["mask"], b["body_front"], b["body_back"])
         loss = normal_loss(front, b["gt_front"], b["gt_mask_front"]) + normal_loss(back, b["gt_back"], b["gt_mask_back"])
         opt.zero_grad(set_to_none=True)

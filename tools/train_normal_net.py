@@ -90,10 +90,13 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=240, help="synthetic samples (about 10%% = whole subjects held out)")
     ap.add_argument("--poses", type=int, default=4, help="poses per synthetic subject")
     ap.add_argument("--size", type=int, default=128, help="crop size (must equal ReconConfig.crop_size)")
-    ap.add_argument("--iters", type=int, default=1500)
+    ap.add_argument("--iters", type=int, default=800)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--width", type=int, default=8)
+    ap.add_argument("--max-width", type=int, default=64)
+    ap.add_argument("--levels", type=int, default=4)
+    ap.add_argument("--patch", type=int, default=64, help="training window (px; 0 = whole crops)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2, help="data-generation processes (one core each)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
@@ -114,8 +117,9 @@ def main(argv=None) -> None:
         return
     n_val = max(1, len(recs) // 10 // args.poses) * args.poses
     t1 = time.time()
-    net, stats = train_normal_net(recs[n_val:], NormalNetConfig(width=args.width),
-                                  NormalTrainConfig(iters=args.iters, batch=args.batch, lr=args.lr, seed=args.seed),
+    net, stats = train_normal_net(recs[n_val:], NormalNetConfig(args.width, args.levels, args.max_width),
+                                  NormalTrainConfig(iters=args.iters, batch=args.batch, lr=args.lr, patch=args.patch,
+                                                    seed=args.seed),
                                   val=recs[:n_val])
     stats.update({"data_seconds": t1 - t0, "train_seconds": time.time() - t1, "samples": len(recs),
                   "val_samples": n_val, "crop_size": args.size})
