@@ -3,7 +3,9 @@
 Clothed-normal features come from the trained normal net (as at inference), so run
 ``tools/train_normal_net.py`` first. Reproduce the committed checkpoint (CPU, a few minutes):
 
-    python tools/train_implicit.py --n 160 --size 128 --iters 3000 --seed 0
+    python tools/train_implicit.py --n 240 --poses 4 --size 128 --iters 2500 --batch 4096 --seed 0
+
+Points farther than ``--band`` from the fitted body are dropped (the extraction never queries them).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=240, help="synthetic samples (same records as train_normal_net.py)")
     ap.add_argument("--poses", type=int, default=4)
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--iters", type=int, default=4000)
-    ap.add_argument("--batch", type=int, default=8192)
+    ap.add_argument("--iters", type=int, default=2500)
+    ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--band", type=float, default=0.30, help="drop points farther from the body (m)")
     ap.add_argument("--seed", type=int, default=0)
