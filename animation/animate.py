@@ -54,8 +54,6 @@ def animate(avatar, motion: Motion, body, correct: bool = True, chunk: int = 16)
         body: the body model the avatar was trained with.
         correct: apply the pose-dependent correction (False: pure LBS of the canonical mesh).
     """
-    from avatar.scanimate.extract import pose_canonical_mesh
-
     if body.name != avatar.body_backend:
         raise ValueError(f"animate: the avatar was trained with the '{avatar.body_backend}' body model, got "
                          f"'{body.name}'; pass body={avatar.body_backend}")
@@ -63,16 +61,11 @@ def animate(avatar, motion: Motion, body, correct: bool = True, chunk: int = 16)
     T = len(motion)
     verts, trans = [], []
     t0 = time.perf_counter()
-    corrector = avatar.corrector() if correct else None  # built once per avatar (cached), counted in the timing
     for s in tqdm(range(0, T, chunk), desc="animation: posing", leave=False):
-        ps = params[s : s + chunk]
-        bo = body(ps)
-        verts.append(pose_canonical_mesh(avatar.sdf, avatar.mesh, ps.full_pose(), bo.joint_transforms, avatar.spread,
-                                         correct=correct, max_offset=avatar.arch.get("max_offset", 0.05),
-                                         corrector=corrector))
-        trans.append(bo.joint_transforms)
+        v, tr = avatar.pose(params[s : s + chunk], body, correct=correct, chunk=chunk, return_transforms=True)
+        verts.append(v), trans.append(tr)
     seconds = time.perf_counter() - t0
-    rest_j = body(params[0]).rest_joints[0]
+    rest_j = avatar.rest_joints(body)
     log.info("animated %d frames in %.2f s (%.1f fps)", T, seconds, T / max(seconds, 1e-9))
     return AnimatedSequence(torch.cat(verts), avatar.mesh.faces, avatar.mesh.colors.numpy(), params, torch.cat(trans),
                             rest_j, motion.fps, seconds)

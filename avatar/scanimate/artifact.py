@@ -86,25 +86,40 @@ class Avatar:
         return p
 
     @torch.no_grad()
-    def pose(self, params: SMPLXParams, body, correct: bool = True, chunk: int = 16) -> torch.Tensor:
+    def rest_joints(self, body) -> torch.Tensor:
+        """(55, 3) canonical joints of the avatar's shape on ``body`` (cached per body model)."""
+        cache = self.__dict__.setdefault("_rest_joints", {})
+        if id(body) not in cache:
+            cache[id(body)] = body.rest(self.betas.float())[1][0].float()
+        return cache[id(body)]
+
+    @torch.no_grad()
+    def pose(self, params: SMPLXParams, body, correct: bool = True, chunk: int = 16,
+             return_transforms: bool = False):
         """Posed canonical-mesh vertices.
 
         Args:
             params: (B frames) SMPL-X parameters (their betas are replaced by the avatar's).
             body: the body model the avatar was trained with.
             correct: apply the pose-dependent correction of the canonical SDF.
+            chunk: frames per batched evaluation.
+            return_transforms: also return the (B, 55, 4, 4) joint transforms.
         Returns:
             (B, V, 3) world-frame vertices, metres (faces: ``self.mesh.faces``).
         """
-        p = self.params_for(params)
-        out = []
-        for s in range(0, p.batch_size, chunk):
-            ps = p[s : s + chunk]
-            bo = body(ps)
-            out.append(pose_canonical_mesh(self.sdf, self.mesh, ps.full_pose(), bo.joint_transforms, self.spread,
-                                           correct=correct, max_offset=self.arch.get("max_offset", 0.05),
-                                           corrector=self.corrector() if correct else None))
-        return torch.cat(out)
+        from avatar.scanimate.posing import pose_transforms
+
+        rest_j = self.rest_joints(body)
+        corrector = self.corrector() if correct else None
+        verts, trans = [], []
+        for s in range(0, params.batch_size, chunk):
+            ps = params[s : s + chunk]
+            T = pose_transforms(body, ps, rest_j)
+            verts.append(pose_canonical_mesh(self.sdf, self.mesh, ps.full_pose(), T, self.spread, correct=correct,
+                                             max_offset=self.arch.get("max_offset", 0.05), corrector=corrector))
+            trans.append(T)
+        out = torch.cat(verts)
+        return (out, torch.cat(trans)) if return_transforms else out
 
     # ------------------------------------------------------------------ io
     def save(self, directory: str | Path) -> None:

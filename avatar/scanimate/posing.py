@@ -30,7 +30,7 @@ from avatar.scanimate.fields import NUM_POSE_JOINTS, CanonicalSDF, positional_en
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PoseCorrector", "select_anchors", "anchor_interpolation", "skin_vertices"]
+__all__ = ["PoseCorrector", "select_anchors", "anchor_interpolation", "pose_transforms", "skin_vertices"]
 
 
 def select_anchors(verts: torch.Tensor, spacing: float) -> torch.Tensor:
@@ -89,7 +89,7 @@ def anchor_interpolation(verts: torch.Tensor, normals: torch.Tensor, anchors: to
 
 
 def skin_vertices(verts: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
-    """Linear blend skinning, one matrix product for all frames.
+    """Linear blend skinning of all frames with one (V, J) x (J, 12 B) matrix product.
 
     Args:
         verts: (V, 3) or (B, V, 3) canonical vertices; weights: (V, J); transforms: (B, J, 4, 4).
@@ -97,10 +97,28 @@ def skin_vertices(verts: torch.Tensor, weights: torch.Tensor, transforms: torch.
         (B, V, 3) posed vertices.
     """
     B, J = transforms.shape[:2]
-    M = (weights @ transforms[:, :, :3, :].permute(1, 0, 2, 3).reshape(J, B * 12)).reshape(-1, B, 3, 4)
-    M = M.permute(1, 0, 2, 3)  # (B, V, 3, 4)
-    v = verts if verts.ndim == 3 else verts[None]
-    return (M[..., :3] * v[..., None, :]).sum(-1) + M[..., 3]
+    V = weights.shape[0]
+    T = transforms[:, :, :3, :].permute(1, 2, 3, 0).reshape(J, 12 * B)  # (J, 3*4*B)
+    M = (weights @ T).reshape(V, 3, 4, B)
+    v = (verts if verts.ndim == 3 else verts[None]).permute(1, 2, 0)  # (V, 3, B)
+    if v.shape[2] != B:
+        v = v.expand(V, 3, B)
+    out = M[:, :, 3] + M[:, :, 0] * v[:, None, 0] + M[:, :, 1] * v[:, None, 1] + M[:, :, 2] * v[:, None, 2]  # (V, 3, B)
+    return out.permute(2, 0, 1).contiguous()
+
+
+def pose_transforms(body, params, rest_joints: torch.Tensor) -> torch.Tensor:
+    """(B, 55, 4, 4) canonical -> posed joint transforms (translation included) of ``params`` (B frames).
+
+    Same as ``body(params).joint_transforms`` for a body whose rest joints (55, 3) are ``rest_joints``
+    (the avatar's fixed shape), without re-building the shaped template or skinning the body mesh.
+    """
+    from avatar.body.lbs import add_translation, axis_angle_to_matrix, forward_kinematics
+
+    B = params.batch_size
+    rot = axis_angle_to_matrix(params.full_pose().float())
+    _, _, T = forward_kinematics(rot, rest_joints.float().expand(B, -1, -1), body.parents)
+    return add_translation(T, params.transl.float())
 
 
 class PoseCorrector:

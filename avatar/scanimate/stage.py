@@ -67,7 +67,7 @@ class AvatarConfig:
     extract_voxel: float = 0.01
     extract_band: float = 0.1
     max_offset: float = 0.05
-    correction_spacing: float = 0.03
+    correction_spacing: float = 0.04
     color_mode: str = "samples"
     color_radius: float = 0.015
     threads: int | None = None

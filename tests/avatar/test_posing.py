@@ -98,3 +98,16 @@ def test_pose_canonical_mesh_fast_path(sphere_avatar):
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
     lbs = pose_canonical_mesh(sdf, mesh, rv, T, spread, correct=False, corrector=pc)
     torch.testing.assert_close(lbs, mesh.verts[None] + T[:, :1, :3, 3])
+
+
+def test_pose_transforms_match_body(anny_body):
+    from avatar.scanimate.posing import pose_transforms
+    from avatar.scanimate.toy import random_poses
+
+    p = random_poses(anny_body, 3, seed=4)
+    p.betas = 0.5 * torch.randn(1, anny_body.num_betas).expand(3, -1).clone()
+    p.transl = torch.randn(3, 3)
+    with torch.no_grad():
+        ref = anny_body(p).joint_transforms
+        rest_j = anny_body.rest(p.betas[:1])[1][0]
+    torch.testing.assert_close(pose_transforms(anny_body, p, rest_j), ref, atol=1e-5, rtol=1e-5)
