@@ -39,7 +39,7 @@ class AnimationConfig:
     files that store none.  center: put the first frame's root over the origin (x, z).
     correct_pose: pose-dependent correction of the canonical mesh.  export_*: outputs to write.
     video_size: square video side (px); video_crf: x264 quality.
-    threads: torch CPU threads while posing (None: torch's default).
+    threads: torch CPU threads while posing (None: torch's default; see ``AvatarConfig.threads``).
     """
 
     fps: float | None = 30.0
@@ -54,7 +54,7 @@ class AnimationConfig:
     render_video: bool = True
     video_size: int = 512
     video_crf: int = 20
-    threads: int | None = None
+    threads: int | None = 1
 
 
 @dataclass

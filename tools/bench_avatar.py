@@ -73,14 +73,12 @@ def main() -> None:
     ap.add_argument("--fast", action="store_true", help="AvatarConfig(fast=True)")
     ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     ap.add_argument("--anim-frames", type=int, default=60)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: AvatarConfig.threads)")
     ap.add_argument("--out", default="outputs/bench_avatar", help="PNG renders go here")
     ap.add_argument("--save-avatar", default=None, help="also save the trained avatar into this folder")
     ap.add_argument("--load-avatar", default=None, help="skip training: evaluate this saved avatar")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     import imageio.v3 as iio
 
@@ -111,6 +109,10 @@ def main() -> None:
         recon = _gt_recon(video, frames)
         source = "GT clothed meshes"
     cfg = _apply_overrides(AvatarConfig(fast=args.fast, holdout_every=0), args.set)
+    if args.threads:
+        cfg = dataclasses.replace(cfg, threads=args.threads)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)  # the stages' default (AvatarConfig / AnimationConfig.threads)
     t0 = time.perf_counter()
     if args.load_avatar:
         from avatar.scanimate.artifact import Avatar
@@ -163,7 +165,7 @@ def main() -> None:
                                                            render_mesh(v, f, ccam, shading="normals")[0]], 1))
     bcam = front_camera(v.numpy() * np.array([-1.0, 1.0, -1.0], np.float32), 512)  # the back: mirror x and z
     vb = v * torch.tensor([-1.0, 1.0, -1.0])
-    iio.imwrite(out_dir / "canonical_back.png", render_mesh(vb, f[:, [0, 2, 1]], bcam, col_av)[0])
+    iio.imwrite(out_dir / "canonical_back.png", render_mesh(vb, f[:, [0, 2, 1]], bcam, col_av, shading="flat")[0])
 
     # ---- animation throughput
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,7 +38,7 @@ class SkinningConfig:
     canonical points consistent with the canonical field (x_c = W_c(x_c)-unskin(x_p)).
     """
 
-    iters: int = 300
+    iters: int = 150
     batch: int = 4096
     lr: float = 1e-3
     hidden: int = 128

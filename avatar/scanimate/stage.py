@@ -52,8 +52,10 @@ class AvatarConfig:
         cell and is interpolated; 0 = every vertex, exact, slow).
     color_mode: "samples" bakes the canonicalised samples' colours onto the mesh (sharp, no training);
         "field" trains the colour MLP with the SDF.  color_radius: baking neighbourhood (m).
-    threads: torch CPU threads while training / posing (None: torch's default; 1 is often faster when
-        other processes compete for the cores).
+    threads: torch CPU threads while training / evaluating (None: torch's default).  1 by default: the
+        small (thousands of rows) matrix products here gain little from a second core, and lose up to
+        10x when other processes compete for the cores (measured: a skinning iteration 0.45 s on one
+        thread vs 6.4 s on two with a load average of 7 on 2 cores).
     eval_max_side: held-out renders are made at most this many pixels on a side.
     checkpoint_dir: resume state (None: ``<run_dir>/.avatar_checkpoint``); resume: use it.
     """
@@ -70,7 +72,7 @@ class AvatarConfig:
     correction_spacing: float = 0.04
     color_mode: str = "samples"
     color_radius: float = 0.015
-    threads: int | None = None
+    threads: int | None = 1
     eval_max_side: int = 512
     checkpoint_dir: str | None = None
     resume: bool = True

@@ -36,11 +36,11 @@ class SDFConfig:
     iterations between resumable checkpoints.
     """
 
-    iters: int = 800
+    iters: int = 400
     batch: int = 4096
     lr: float = 1e-3
-    hidden: int = 128
-    layers: int = 4
+    hidden: int = 96
+    layers: int = 3
     freqs: int = 6
     pose_dim: int = 16
     color_hidden: int = 128
