@@ -34,14 +34,17 @@ class ExtractConfig:
     (coarse_res * 2^k).  band: metres around the body where the network is evaluated.
     margin: metres added around the body's bounding box.  chunk: points per network call.
     keep_largest: drop all but the largest connected component.
+    smooth_iters: Taubin smoothing steps on the extracted mesh (volume-preserving; removes the
+        voxel-scale noise of the learned occupancy), 0 = off.
     """
 
     coarse_res: int = 64
     fine_res: int = 256
-    band: float = 0.30
+    band: float = 0.12
     margin: float = 0.15
     chunk: int = 131072
     keep_largest: bool = True
+    smooth_iters: int = 10
 
 
 @dataclass
@@ -141,6 +144,13 @@ def extract_surface(occ_fn: OccFn, body_verts: torch.Tensor, faces: torch.Tensor
     verts, tris = mv.astype(np.float32), mf.astype(np.int64)
     if cfg.keep_largest:
         verts, tris = largest_component(verts, tris)
+    if cfg.smooth_iters > 0 and len(tris):
+        import trimesh
+        from trimesh.smoothing import filter_taubin
+
+        m = trimesh.Trimesh(verts, tris, process=False)
+        filter_taubin(m, lamb=0.5, nu=0.53, iterations=cfg.smooth_iters)
+        verts = np.asarray(m.vertices, np.float32)
     log.debug("extract_surface: %s", stats)
     return verts, tris, stats
 

@@ -45,6 +45,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=123, help="seed of the body-fit noise")
     ap.add_argument("--no-refine", action="store_true", help="skip ICON's body refinement")
     ap.add_argument("--fine-res", type=int, default=256)
+    ap.add_argument("--band", type=float, default=None, help="override ExtractConfig.band (m)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--normal-net", default=None, help="checkpoint (default: the committed one)")
     ap.add_argument("--implicit", default=None, help="checkpoint (default: the committed one)")
@@ -66,7 +67,8 @@ def main(argv=None) -> None:
     body = build_body_model()
     base = ReconConfig()
     cfg = ReconConfig(normal_net_ckpt=args.normal_net, implicit_ckpt=args.implicit,
-                      extract=ExtractConfig(**{**base.extract.__dict__, "fine_res": args.fine_res}),
+                      extract=ExtractConfig(**{**base.extract.__dict__, "fine_res": args.fine_res,
+                                               "band": base.extract.band if args.band is None else args.band}),
                       refine=RefineConfig(iters=0) if args.no_refine else RefineConfig())
     net, imp = load_models(cfg)
     bench = load_or_make_benchmark(args.root, body=body)
