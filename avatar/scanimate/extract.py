@@ -105,7 +105,9 @@ def bake_colors(verts: torch.Tensor, normals: torch.Tensor, points: torch.Tensor
 
     Each vertex takes the mean colour of its ``k`` nearest samples, weighted by
     ``exp(-d^2 / (2 (radius/2)^2)) * max(0, n_v . n_s)^2`` (samples of surfaces facing away, e.g. the
-    other side of a thin limb, do not count); a vertex with no usable sample takes its nearest one.
+    other side of a thin limb, do not count), then re-weighted twice by the colour's distance to that
+    mean (outliers such as background pixels bled into a frame's colours drop out); a vertex with no
+    usable sample takes its nearest one.
 
     Args:
         verts, normals: (V, 3) canonical mesh; points, point_normals: (N, 3) canonical samples;
@@ -124,7 +126,12 @@ def bake_colors(verts: torch.Tensor, normals: torch.Tensor, points: torch.Tensor
     dead = w.sum(1) <= 1e-8
     w[dead] = 0.0
     w[dead, 0] = 1.0
-    rgb = (w[..., None] * colors[j]).sum(1) / w.sum(1, keepdim=True)
+    c = colors[j]  # (V, k, 3)
+    rgb = (w[..., None] * c).sum(1) / w.sum(1, keepdim=True)
+    for _ in range(2):  # robust: down-weight outliers (background bled into a recon's colours at the silhouette)
+        wr = w * torch.exp(-((c - rgb[:, None]) ** 2).sum(-1) / (2 * 0.15**2))
+        ok = wr.sum(1) > 1e-8
+        rgb[ok] = (wr[ok, :, None] * c[ok]).sum(1) / wr[ok].sum(1, keepdim=True)
     return (rgb * 255).round().clamp(0, 255).to(torch.uint8)
 
 
