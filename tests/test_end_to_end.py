@@ -14,7 +14,7 @@ from avatar.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = ["+experiment=fast", "logger=none", "demo.num_frames=4", "recon.extract.fine_res=96",
+TINY = ["+experiment=fast", "logger=none", "demo.num_frames=4", "recon.extract.coarse_res=24", "recon.extract.fine_res=96",
         "animation.max_frames=6", "animation.video_size=128"]
 
 
