@@ -47,6 +47,7 @@ def main(argv=None) -> None:
     ap.add_argument("--fine-res", type=int, default=256)
     ap.add_argument("--band", type=float, default=None, help="override ExtractConfig.band (m)")
     ap.add_argument("--smooth-iters", type=int, default=None, help="override ExtractConfig.smooth_iters")
+    ap.add_argument("--smooth-sigma", type=float, default=None, help="override ExtractConfig.smooth_sigma")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--normal-net", default=None, help="checkpoint (default: the committed one)")
     ap.add_argument("--implicit", default=None, help="checkpoint (default: the committed one)")
@@ -71,7 +72,9 @@ def main(argv=None) -> None:
                       extract=ExtractConfig(**{**base.extract.__dict__, "fine_res": args.fine_res,
                                                "band": base.extract.band if args.band is None else args.band,
                                                "smooth_iters": base.extract.smooth_iters if args.smooth_iters is None
-                                               else args.smooth_iters}),
+                                               else args.smooth_iters,
+                                               **({} if args.smooth_sigma is None
+                                                  else {"smooth_sigma": args.smooth_sigma})}),
                       refine=RefineConfig(iters=0) if args.no_refine else RefineConfig())
     net, imp = load_models(cfg)
     bench = load_or_make_benchmark(args.root, body=body)
