@@ -20,12 +20,15 @@ class FrameRecon:
     Attributes:
         verts: (N, 3) float32 metres.  faces: (M, 3) int64.  colors: (N, 3) uint8 RGB.
         frame: index into the clip's sampled frames.
+        color_weight: (N,) float32 in [0, 1], how much each colour is seen by the camera
+            (:func:`recon.mesh.color_confidence`); None = all trusted.
     """
 
     verts: np.ndarray
     faces: np.ndarray
     colors: np.ndarray
     frame: int
+    color_weight: np.ndarray | None = None
 
     def to_trimesh(self) -> trimesh.Trimesh:
         return trimesh.Trimesh(self.verts, self.faces, vertex_colors=self.colors, process=False)
@@ -45,6 +48,10 @@ class Recon:
         for fr in self.frames:
             with atomic_path(d / f"frame_{fr.frame:04d}.ply") as tmp:
                 fr.to_trimesh().export(tmp, file_type="ply")
+            if fr.color_weight is not None:
+                with atomic_path(d / f"frame_{fr.frame:04d}_color_weight.npy") as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.save(fh, np.asarray(fr.color_weight, np.float32))
         self.params.save(d / "params.npz")
         atomic_write_json(d / "recon.json", {"frames": [fr.frame for fr in self.frames], "stats": self.stats})
 
@@ -56,5 +63,7 @@ class Recon:
         for f in meta["frames"]:
             m = trimesh.load(d / f"frame_{f:04d}.ply", process=False)
             colors = np.asarray(m.visual.vertex_colors)[:, :3].astype(np.uint8)
-            frames.append(FrameRecon(np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int64), colors, f))
+            wp = d / f"frame_{f:04d}_color_weight.npy"
+            cw = np.load(wp) if wp.exists() else None
+            frames.append(FrameRecon(np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int64), colors, f, cw))
         return Recon(frames, SMPLXParams.load(d / "params.npz"), meta.get("stats", {}))

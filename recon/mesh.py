@@ -21,7 +21,7 @@ from avatar.geometry.sdf import ClosestPoint, signed_distance
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExtractConfig", "extract_surface", "vertex_colors", "largest_component"]
+__all__ = ["ExtractConfig", "extract_surface", "vertex_colors", "color_confidence", "largest_component"]
 
 OccFn = Callable[[torch.Tensor, ClosestPoint], torch.Tensor]
 
@@ -201,3 +201,44 @@ def vertex_colors(verts: np.ndarray, image: np.ndarray, camera: Camera) -> np.nd
     g = torch.stack([uv[:, 0] / W * 2 - 1, uv[:, 1] / H * 2 - 1], -1)[None, None]
     c = F.grid_sample(img, g, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T
     return c.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def color_confidence(verts: np.ndarray, faces: np.ndarray, camera: Camera, mask: np.ndarray | None = None,
+                     depth_tol: float = 0.015) -> np.ndarray:
+    """How much to trust each vertex's image colour (:func:`vertex_colors`) in [0, 1].
+
+    0 for vertices the camera does not see (back side, or hidden behind another part: the ray cast
+    depth at the vertex's pixel is more than ``depth_tol`` metres in front of it), else the cosine
+    between the vertex normal and the direction to the camera (grazing views smear colours), times the
+    person mask at the projection (colours from background pixels at the silhouette get no weight).
+
+    Args:
+        verts: (N, 3) world metres.  faces: (M, 3) outward.  camera: the frame's camera.
+        mask: (H, W) person mask in [0, 1] of the frame, or None.
+
+    Returns:
+        (N,) float32.
+    """
+    import trimesh
+
+    from avatar.geometry.raycast import raycast
+
+    v = torch.as_tensor(verts, dtype=torch.float32)
+    f = torch.as_tensor(faces, dtype=torch.long)
+    hits = raycast(v, f, camera)
+    uv, z = camera.project(v)
+    H, W = hits.depth.shape
+    px = uv.floor().long()
+    inside = (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H) & (z > 0)
+    x, y = px[:, 0].clamp(0, W - 1), px[:, 1].clamp(0, H - 1)
+    seen = inside & hits.mask[y, x] & (z <= hits.depth[y, x] + depth_tol)
+    vn = torch.tensor(np.array(trimesh.Trimesh(verts, faces, process=False).vertex_normals), dtype=torch.float32)
+    to_cam = torch.as_tensor(camera.center, dtype=torch.float32)[None] - v
+    if camera.ortho:  # parallel rays: the direction to the camera is the view axis
+        to_cam = -camera.R_t()[0][2][None].expand_as(v)
+    cos = (vn * torch.nn.functional.normalize(to_cam, dim=-1)).sum(-1).clamp(min=0)
+    w = cos * seen.float()
+    if mask is not None:
+        m = torch.as_tensor(np.asarray(mask, np.float32))
+        w = w * torch.where(inside, m[y, x], torch.zeros(()))
+    return w.numpy().astype(np.float32)

@@ -21,7 +21,7 @@ from avatar.body.params import SMPLXParams
 from recon.artifact import FrameRecon, Recon
 from recon.features import point_features
 from recon.implicit import ImplicitNet, load_implicit
-from recon.mesh import ExtractConfig, extract_surface, vertex_colors
+from recon.mesh import ExtractConfig, color_confidence, extract_surface, vertex_colors
 from recon.normal_net import NormalNet, load_normal_net
 from recon.refine import RefineConfig, refine_body
 from recon.views import FrameView, predict_clothed, prepare_view
@@ -213,7 +213,7 @@ def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, lo
                                                  body, net, implicit, cfg)
         for name in ("global_orient", "body_pose", "betas", "transl"):
             getattr(params, name)[i] = getattr(p, name)[0]
-        out.append(FrameRecon(v, f, c, int(i)))
+        out.append(FrameRecon(v, f, c, int(i), color_confidence(v, f, tracks.camera, tracks.masks[i])))
         for k, val in st.items():
             agg.setdefault(k, []).append(float(val))
         if logger is not None:

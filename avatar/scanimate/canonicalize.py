@@ -58,26 +58,32 @@ class Samples:
     """Surface samples of all training frames (N points).
 
     points: (N, 3) world metres; normals: (N, 3) unit; colors: (N, 3) float [0, 1];
-    frame: (N,) long index into the training frames.
+    frame: (N,) long index into the training frames; color_weight: (N,) float [0, 1] confidence of
+    each colour (seen by the camera), None = all 1.
     """
 
     points: torch.Tensor
     normals: torch.Tensor
     colors: torch.Tensor
     frame: torch.Tensor
+    color_weight: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.points.shape[0]
 
 
 def sample_surface(verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None, n: int,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   rng: np.random.Generator, color_weight: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Area-weighted random points on a mesh.
 
     Args:
         verts: (V, 3); faces: (F, 3); colors: (V, 3) uint8 or None (grey); n: number of points.
+        color_weight: (V,) confidence of the vertex colours in [0, 1], or None (all 1).
     Returns:
-        points (n, 3) float32, face normals (n, 3) float32, colours (n, 3) float32 in [0, 1].
+        points (n, 3) float32, face normals (n, 3) float32, colours (n, 3) float32 in [0, 1],
+        colour weights (n,) float32 (the smallest of the face's three: a face is trusted only if
+        the camera saw all of it).
     """
     v = np.asarray(verts, np.float64)
     f = np.asarray(faces, np.int64)
@@ -99,7 +105,8 @@ def sample_surface(verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | No
     else:
         c = np.asarray(colors)[:, :3].astype(np.float64) / 255.0
         col = (bary[..., None] * c[f[fi]]).sum(1)
-    return pts.astype(np.float32), nrm.astype(np.float32), col.astype(np.float32)
+    cw = np.ones(n) if color_weight is None else np.asarray(color_weight, np.float64)[f[fi]].min(1)
+    return pts.astype(np.float32), nrm.astype(np.float32), col.astype(np.float32), cw.astype(np.float32)
 
 
 def skin(x: torch.Tensor, w: torch.Tensor, T: torch.Tensor) -> torch.Tensor:

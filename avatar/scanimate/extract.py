@@ -100,18 +100,20 @@ def extract_canonical_mesh(sdf: CanonicalSDF, color: ColorField | None, skin_fie
 
 @torch.no_grad()
 def bake_colors(verts: torch.Tensor, normals: torch.Tensor, points: torch.Tensor, point_normals: torch.Tensor,
-                colors: torch.Tensor, radius: float = 0.015, k: int = 24) -> torch.Tensor:
+                colors: torch.Tensor, radius: float = 0.015, k: int = 24, weights: torch.Tensor | None = None
+                ) -> torch.Tensor:
     """Vertex colours from coloured canonical surface samples (all training frames pooled).
 
     Each vertex takes the mean colour of its ``k`` nearest samples, weighted by
     ``exp(-d^2 / (2 (radius/2)^2)) * max(0, n_v . n_s)^2`` (samples of surfaces facing away, e.g. the
-    other side of a thin limb, do not count), then re-weighted twice by the colour's distance to that
-    mean (outliers such as background pixels bled into a frame's colours drop out); a vertex with no
-    usable sample takes its nearest one.
+    other side of a thin limb, do not count) and by the samples' colour ``weights`` (samples the camera
+    did not see, e.g. a body side turned away in that frame, count only where no frame saw the spot),
+    then re-weighted twice by the colour's distance to that mean (outliers such as background pixels
+    bled into a frame's colours drop out); a vertex with no usable sample takes its nearest one.
 
     Args:
         verts, normals: (V, 3) canonical mesh; points, point_normals: (N, 3) canonical samples;
-        colors: (N, 3) float [0, 1]; radius: neighbourhood size (m).
+        colors: (N, 3) float [0, 1]; radius: neighbourhood size (m); weights: (N,) in [0, 1] or None.
     Returns:
         (V, 3) uint8.
     """
@@ -123,6 +125,10 @@ def bake_colors(verts: torch.Tensor, normals: torch.Tensor, points: torch.Tensor
     j = torch.from_numpy(np.asarray(j, np.int64)).reshape(len(verts), k)
     cos = (normals[:, None] * point_normals[j]).sum(-1).clamp(min=0)
     w = torch.exp(-(d**2) / (2 * (0.5 * radius) ** 2)) * cos**2 * (d < radius)
+    if weights is not None:
+        ww = w * weights.float()[j]
+        seen = ww.sum(1) > 1e-3 * w.sum(1).clamp(min=1e-12)
+        w = torch.where(seen[:, None], ww, w)
     dead = w.sum(1) <= 1e-8
     w[dead] = 0.0
     w[dead, 0] = 1.0

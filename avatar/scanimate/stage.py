@@ -170,13 +170,14 @@ def _train_avatar(recon, cfg: AvatarConfig, body, logger, checkpoint_dir, frames
         rest = bo.rest_vertices[0]
     W = body.lbs_weights.float()
     T = bo.joint_transforms.float()
-    pts, nrm, col, fid = [], [], [], []
+    pts, nrm, col, cws, fid = [], [], [], [], []
     for k, i in enumerate(frames):
         fr = recon.frames[i]
-        p, n, c = sample_surface(fr.verts, fr.faces, fr.colors, ecfg.samples_per_frame, rng)
-        pts.append(p), nrm.append(n), col.append(c), fid.append(np.full(len(p), k))
-    samples = Samples(torch.from_numpy(np.concatenate(pts)), torch.from_numpy(np.concatenate(nrm)),
-                      torch.from_numpy(np.concatenate(col)), torch.from_numpy(np.concatenate(fid)).long())
+        p, n, c, cw = sample_surface(fr.verts, fr.faces, fr.colors, ecfg.samples_per_frame, rng,
+                                     fr.color_weight)
+        pts.append(p), nrm.append(n), col.append(c), cws.append(cw), fid.append(np.full(len(p), k))
+    cat = lambda a: torch.from_numpy(np.concatenate(a))  # noqa: E731
+    samples = Samples(cat(pts), cat(nrm), cat(col), cat(fid).long(), cat(cws))
     phase = {"sample": time.perf_counter() - t0}
     tick = time.perf_counter()
     sk = ecfg.skinning
@@ -233,7 +234,7 @@ def _train_avatar(recon, cfg: AvatarConfig, body, logger, checkpoint_dir, frames
         ckpt.save("sdf", it, modules, {"optimizer": opt.state_dict()})
 
     losses = train_sdf(xc[keep], nc[keep], feats, samples.colors[keep], sdf, color, sc, logger, start, opt_state,
-                       on_checkpoint=save_sdf)
+                       on_checkpoint=save_sdf, color_weight=samples.color_weight[keep])
     sdf.eval()
     if color is not None:
         color.eval()
@@ -243,7 +244,7 @@ def _train_avatar(recon, cfg: AvatarConfig, body, logger, checkpoint_dir, frames
     mesh = extract_canonical_mesh(sdf, color, fc, prior_c, ecfg.extract_voxel, ecfg.extract_band)
     if color is None:
         mesh.colors = bake_colors(mesh.verts, mesh.normals, xc[keep], nc[keep], samples.colors[keep],
-                                  ecfg.color_radius)
+                                  ecfg.color_radius, weights=samples.color_weight[keep])
     phase["extract"] = time.perf_counter() - tick
     arch = {"sdf_hidden": sc.hidden, "sdf_layers": sc.layers, "sdf_freqs": sc.freqs, "pose_dim": sc.pose_dim,
             "color_hidden": sc.color_hidden, "color_layers": sc.color_layers, "color_freqs": sc.color_freqs,

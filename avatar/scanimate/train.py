@@ -107,12 +107,13 @@ class Checkpointer:
 
 def train_sdf(x: torch.Tensor, n: torch.Tensor, feat: torch.Tensor, colors: torch.Tensor | None, sdf: CanonicalSDF,
               color: ColorField | None, cfg: SDFConfig, logger=None, start_iter: int = 0, opt_state: dict | None = None,
-              on_checkpoint=None) -> dict[str, float]:
+              on_checkpoint=None, color_weight: torch.Tensor | None = None) -> dict[str, float]:
     """Fit ``sdf`` and ``color`` (in place; ``color=None``: geometry only) to canonical samples.
 
     Args:
         x: (N, 3) canonical surface points; n: (N, 3) canonical unit normals; feat: (N, 63) pose
-            features of each sample's frame; colors: (N, 3) in [0, 1].
+            features of each sample's frame; colors: (N, 3) in [0, 1]; color_weight: (N,) weights of
+            the colour loss (how well the camera saw each sample), None = 1.
         start_iter / opt_state: resume.  on_checkpoint: ``fn(iteration, optimizer)``.
 
     Returns:
@@ -143,7 +144,13 @@ def train_sdf(x: torch.Tensor, n: torch.Tensor, feat: torch.Tensor, colors: torc
         l_surf = f[:B].abs().mean()
         l_norm = (grad[:B] - ns).norm(dim=-1).mean()
         l_eik = ((grad[B:].norm(dim=-1) - 1) ** 2).mean()
-        l_col = (color(xs) - colors[i]).abs().mean() if color is not None else torch.zeros(())
+        if color is None:
+            l_col = torch.zeros(())
+        elif color_weight is None:
+            l_col = (color(xs) - colors[i]).abs().mean()
+        else:
+            cw = color_weight[i]
+            l_col = ((color(xs) - colors[i]).abs().mean(-1) * cw).sum() / cw.sum().clamp(min=1e-6)
         loss = cfg.w_surface * l_surf + cfg.w_normal * l_norm + cfg.w_eikonal * l_eik + cfg.w_color * l_col
         opt.zero_grad(set_to_none=True)
         loss.backward()

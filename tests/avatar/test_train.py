@@ -124,3 +124,24 @@ def test_default_yaml_matches_config():
 
     a = yaml.safe_load((root / "animation" / "default.yaml").read_text())
     assert AnimationConfig(**a) == AnimationConfig()
+
+
+def test_bake_colors_trusts_seen_samples():
+    """Samples the camera did not see (weight 0) lose to seen ones; unseen-only spots keep their colours."""
+    from avatar.scanimate.extract import bake_colors
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.randn(400, 3, generator=g) * torch.tensor([0.004, 0.004, 0.0])
+    nrm = torch.tensor([[0.0, 0.0, 1.0]]).expand(400, 3)
+    red, blue = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])
+    cols = torch.where((torch.arange(400) % 2 == 0)[:, None], red, blue)  # interleaved: same neighbourhood
+    v, vn = torch.zeros(1, 3), torch.tensor([[0.0, 0.0, 1.0]])
+    seen_red = (torch.arange(400) % 2 == 0).float()
+    got = bake_colors(v, vn, pts, nrm, cols, radius=0.015, weights=seen_red)[0].float()
+    assert got[0] > 240 and got[2] < 15
+    got_blue = bake_colors(v, vn, pts, nrm, cols, radius=0.015, weights=1 - seen_red)[0].float()
+    assert got_blue[2] > 240 and got_blue[0] < 15
+    # no weights, or nothing seen: the plain estimate (which the blue weights overrode)
+    plain = bake_colors(v, vn, pts, nrm, cols, radius=0.015)[0]
+    assert float((plain.float() - got_blue).abs().max()) > 100
+    assert torch.equal(bake_colors(v, vn, pts, nrm, cols, radius=0.015, weights=torch.zeros(400))[0], plain)

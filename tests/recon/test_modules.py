@@ -10,7 +10,7 @@ import trimesh
 from avatar.geometry.camera import Camera
 from recon.crop import body_crop, crop_image, sample_map
 from recon.implicit import ImplicitConfig, ImplicitNet, load_implicit, occupancy_loss
-from recon.mesh import ExtractConfig, extract_surface, largest_component, vertex_colors
+from recon.mesh import ExtractConfig, color_confidence, extract_surface, largest_component, vertex_colors
 from recon.normal_net import NormalNet, NormalNetConfig, load_normal_net, normal_loss, save_checkpoint
 
 
@@ -166,6 +166,32 @@ def test_crop_and_colors_consistent():
     col = vertex_colors(verts.numpy(), np.clip(img.numpy(), 0, 255).astype(np.uint8), cam)
     assert col.dtype == np.uint8 and col.shape == (len(verts), 3)
     assert np.abs(col[:, 0].astype(float) - uv_full[:, 0].numpy()).max() < 1.0
+
+
+def test_color_confidence_front_back_occlusion_and_mask():
+    """Seen vertices get cos(view angle); the back side and a sphere hidden behind another get 0."""
+    a = trimesh.creation.icosphere(subdivisions=3, radius=0.2)
+    b = trimesh.creation.icosphere(subdivisions=3, radius=0.1)
+    b.apply_translation([0, 0, -0.6])  # straight behind a, seen from +z
+    m = trimesh.util.concatenate([a, b])
+    v, f = np.asarray(m.vertices, np.float32), np.asarray(m.faces)
+    cam = Camera.look_at((0, 0, 2.0), (0, 0, 0), width=200, height=200, fov_deg=30)
+    w = color_confidence(v, f, cam)
+    na = len(a.vertices)
+    va, wa = v[:na], w[:na]
+    assert w.shape == (len(v),) and w.dtype == np.float32
+    assert np.all(w[na:] == 0)  # occluded
+    assert np.all(wa[va[:, 2] < -0.02] == 0)  # back side
+    facing = va[:, 2] > 0.19  # within ~18 deg of the pole pointing at the camera
+    assert wa[facing].min() > 0.9
+    assert 0.2 < wa[(va[:, 2] > 0.05) & (va[:, 2] < 0.1)].mean() < 0.9  # oblique: cosine
+    # a person mask covering only the left half keeps the weights there and zeroes the right half
+    mask = np.zeros((200, 200), np.float32)
+    mask[:, :100] = 1.0
+    wm = color_confidence(v, f, cam, mask)
+    uv, _ = cam.project(torch.as_tensor(v))
+    right = uv[:, 0].numpy() > 101
+    assert np.all(wm[right] == 0) and np.allclose(wm[~right & (uv[:, 0].numpy() < 99)], w[~right & (uv[:, 0].numpy() < 99)])
 
 
 def test_surface_metrics_units():

@@ -139,6 +139,10 @@ def test_run_recon_roundtrip(anny_body, tiny_tracks, tmp_path):
     np.testing.assert_allclose(back.frames[0].verts, rec.frames[0].verts, atol=1e-6)
     np.testing.assert_array_equal(back.frames[1].faces, rec.frames[1].faces)
     np.testing.assert_array_equal(back.frames[0].colors, rec.frames[0].colors)
+    cw = rec.frames[0].color_weight
+    assert cw.shape == (len(rec.frames[0].verts),) and 0.0 <= cw.min() and cw.max() <= 1.0
+    assert 0.05 < float((cw > 0).mean()) < 0.95  # the camera sees some of the surface, not all
+    np.testing.assert_array_equal(back.frames[0].color_weight, cw)
     assert torch.allclose(back.params.transl, rec.params.transl)
 
 
