@@ -5,10 +5,10 @@ Every stage receives a logger with ``log_scalars(dict, step)``, ``log_image(name
 :class:`LoggerConfig`:
 
 * ``backend="none"``: :class:`NullLogger` (tests, quick runs).
-* ``backend="wandb"``: :class:`RunLogger`.  ``mode="offline"`` (default) writes
-  ``<run_dir>/wandb/offline-run-*`` (upload later with ``wandb sync``); ``mode="online"`` streams to
-  wandb.ai when the user is logged in (``wandb login`` / ``WANDB_API_KEY``) and falls back to offline
-  with a warning otherwise; ``mode="auto"`` is online exactly when logged in.
+* ``backend="wandb"``: :class:`RunLogger`.  ``mode="auto"`` (default) streams to wandb.ai when the
+  user is logged in (``wandb login`` / ``WANDB_API_KEY``) and the server answers, else writes
+  ``<run_dir>/wandb/offline-run-*`` (upload later with ``wandb sync``); ``mode="offline"`` always
+  writes offline; ``mode="online"`` is "auto" that warns when it has to fall back to offline.
 
 Images and meshes are also written under ``<run_dir>/logs/`` so a run is inspectable without W&B.
 """
@@ -25,7 +25,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoggerConfig", "NullLogger", "RunLogger", "make_logger", "wandb_logged_in"]
+__all__ = ["LoggerConfig", "NullLogger", "RunLogger", "make_logger", "wandb_logged_in", "wandb_reachable"]
 
 
 @dataclass
@@ -38,7 +38,7 @@ class LoggerConfig:
     """
 
     backend: str = "wandb"
-    mode: str = "offline"
+    mode: str = "auto"
     project: str = "video-avatar"
     name: str | None = None
     tags: list[str] = field(default_factory=list)
@@ -81,6 +81,21 @@ def wandb_logged_in() -> bool:
     return rc.authenticators(host) is not None
 
 
+def wandb_reachable(timeout: float = 3.0) -> bool:
+    """True when a TCP connection to the W&B server (``WANDB_BASE_URL``, default api.wandb.ai) opens
+    within ``timeout`` seconds: an online ``wandb.init`` without network would hang for minutes."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _as_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
@@ -104,10 +119,15 @@ class RunLogger:
         mode = cfg.mode
         if mode in ("online", "auto"):
             logged_in = wandb_logged_in()
+            reachable = logged_in and wandb_reachable()
             if not logged_in and mode == "online":
                 log.warning("logger.mode=online but W&B has no credentials (run `wandb login` or set "
                             "WANDB_API_KEY); logging offline to %s/wandb instead", self.run_dir)
-            mode = "online" if logged_in else "offline"
+            elif logged_in and not reachable:
+                log.warning("W&B credentials found but the server (%s) does not answer; logging offline to "
+                            "%s/wandb (upload later with `wandb sync`)",
+                            os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"), self.run_dir)
+            mode = "online" if reachable else "offline"
         self.mode = mode
         self._wandb = wandb
         self.run = wandb.init(project=cfg.project, name=cfg.name or self.run_dir.resolve().name, dir=str(self.run_dir),

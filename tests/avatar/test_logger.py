@@ -37,3 +37,19 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     assert (tmp_path / "logs" / "avatar_img_000001.png").exists()
     assert (tmp_path / "logs" / "avatar_mesh.glb").exists()
+
+
+def test_wandb_auto_logged_in_but_unreachable_goes_offline(tmp_path, monkeypatch, caplog):
+    """Credentials but no server (offline machine): offline run, a warning, no hang."""
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # discard port: connection refused
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    from avatar.logger import wandb_logged_in, wandb_reachable
+
+    assert wandb_logged_in() and not wandb_reachable(timeout=1.0)
+    with caplog.at_level("WARNING"):
+        lg = make_logger(LoggerConfig(name="t"), tmp_path)  # default mode: auto
+    assert lg.mode == "offline" and "does not answer" in caplog.text
+    lg.log_scalars({"loss": 1.0}, step=0)
+    lg.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
