@@ -85,6 +85,8 @@ def run_stage(name: str, run_dir: Path, compute: Callable[[Path], A], load: Call
         log.info("%s: cached in %s", name, final)
         return load(final)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(f".{name}.tmp-*"):  # left by a killed run (SIGKILL skips ``finally``)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=run_dir))
     t0 = time.perf_counter()
     try:
@@ -159,7 +161,9 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
 
             rcfg = config_from(ReconConfig, cfg.recon)
             out["recon"] = run_stage(
-                "recon", run_dir, lambda d: run_recon(out["tracking"], rcfg, body, d, logger), Recon.load,
+                "recon", run_dir,
+                lambda d: run_recon(out["tracking"], rcfg, body, d, logger, cache_dir=run_dir / ".recon_frames"),
+                Recon.load,
                 force=_forced(cfg, "recon"), config=_plain(cfg.recon))
         if "avatar" in stages or "animation" in stages:
             from avatar.scanimate.artifact import Avatar

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 import hydra
@@ -30,6 +31,13 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def _terminate(signum, frame):  # noqa: ARG001
+    # SIGTERM (kill, timeout, a cluster's pre-emption) -> SystemExit, so every ``finally`` runs: the
+    # stage being built is removed, the W&B run is closed; finished recon frames stay cached.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
     os.environ.setdefault("WANDB_SILENT", "true")
+    signal.signal(signal.SIGTERM, _terminate)
     main()

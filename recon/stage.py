@@ -28,7 +28,7 @@ from recon.views import FrameView, predict_clothed, prepare_view
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconConfig", "run_recon", "reconstruct_frame", "load_models", "silhouette_carver", "CHECKPOINT_DIR"]
+__all__ = ["ReconConfig", "FrameCache", "cache_key", "run_recon", "reconstruct_frame", "load_models", "silhouette_carver", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_NORMAL_NET = "normal_net.safetensors"
@@ -51,6 +51,8 @@ class ReconConfig:
     frames: null = all frames; else a list of frame indices (into the sampled clip) to reconstruct.
     device: "cpu" or "cuda".
     save_maps: write a PNG per frame with the crop, body and predicted normal maps to out_dir.
+    resume: keep each finished frame in a cache (``<run_dir>/.recon_frames``) so an interrupted stage
+        restarts where it stopped; frames are reused only for the same tracks, config and checkpoints.
     """
 
     normal_net_ckpt: str | None = None
@@ -63,6 +65,7 @@ class ReconConfig:
     frames: list[int] | None = None
     device: str = "cpu"
     save_maps: bool = True
+    resume: bool = True
 
     @staticmethod
     def from_dict(d: dict | None) -> "ReconConfig":
@@ -176,7 +179,88 @@ def _maps_png(view: FrameView) -> np.ndarray:
     return np.concatenate([img, nrm(m.body_front), nrm(m.clothed_front), nrm(m.clothed_back)], 1)
 
 
-def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, logger=None) -> Recon:
+class FrameCache:
+    """Finished frames of an interrupted recon stage: ``directory/frame_XXXX.npz`` (+ ``maps_XXXX.png``).
+
+    The directory is tagged with a key (``key.txt``: digest of the tracks, the config and the
+    checkpoint files); a different key wipes it, so stale frames are never reused.
+    """
+
+    _PARAMS = ("global_orient", "body_pose", "betas", "transl")
+
+    def __init__(self, directory: str | Path, key: str) -> None:
+        import shutil
+
+        self.dir = Path(directory)
+        tag = self.dir / "key.txt"
+        if self.dir.exists() and (not tag.exists() or tag.read_text().strip() != key):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tag.write_text(key)
+
+    def save(self, fr: FrameRecon, params: SMPLXParams, stats: dict, png: np.ndarray | None) -> None:
+        from avatar.io.atomic import atomic_path
+
+        arrays = {"verts": fr.verts, "faces": fr.faces, "colors": fr.colors,
+                  "stats_keys": np.array(list(stats)), "stats_vals": np.array([float(v) for v in stats.values()])}
+        if fr.color_weight is not None:
+            arrays["color_weight"] = fr.color_weight
+        arrays.update({f"p_{k}": getattr(params, k).detach().cpu().numpy() for k in self._PARAMS})
+        if png is not None:
+            import imageio.v3 as iio
+
+            with atomic_path(self.dir / f"maps_{fr.frame:04d}.png") as tmp:
+                iio.imwrite(tmp, png)
+        with atomic_path(self.dir / f"frame_{fr.frame:04d}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+    def load(self, frame: int) -> tuple[FrameRecon, dict[str, torch.Tensor], dict, Path | None] | None:
+        """(frame recon, refined parameter rows (1, ...), stats, maps PNG path or None), or None if absent."""
+        path = self.dir / f"frame_{frame:04d}.npz"
+        if not path.exists():
+            return None
+        try:
+            z = np.load(path)
+            fr = FrameRecon(z["verts"], z["faces"], z["colors"], frame,
+                            z["color_weight"] if "color_weight" in z else None)
+            rows = {k: torch.from_numpy(z[f"p_{k}"]) for k in self._PARAMS}
+            stats = dict(zip(z["stats_keys"].tolist(), z["stats_vals"].tolist()))
+        except Exception as e:  # noqa: BLE001 - a torn file is recomputed, never fatal
+            log.warning("recon cache: %s is unreadable (%s); recomputing the frame", path, e)
+            return None
+        png = self.dir / f"maps_{frame:04d}.png"
+        return fr, rows, stats, png if png.exists() else None
+
+    def clear(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def cache_key(tracks, cfg: ReconConfig) -> str:
+    """Digest of what a reconstructed frame depends on: tracked params, masks, camera, config, checkpoints."""
+    import hashlib
+    import json
+
+    h = hashlib.sha1()
+    c = asdict(cfg)
+    for k in ("frames", "save_maps", "device", "resume"):
+        c.pop(k, None)
+    h.update(json.dumps(c, sort_keys=True, default=str).encode())
+    for k in FrameCache._PARAMS:
+        h.update(getattr(tracks.params, k).detach().cpu().numpy().tobytes())
+    h.update(np.ascontiguousarray(tracks.masks).tobytes())
+    h.update(np.ascontiguousarray(tracks.images[:, ::8, ::8]).tobytes())
+    h.update(json.dumps(tracks.camera.to_dict(), sort_keys=True).encode())
+    for p in (resolve_checkpoint(cfg.normal_net_ckpt, DEFAULT_NORMAL_NET),
+              resolve_checkpoint(cfg.implicit_ckpt, DEFAULT_IMPLICIT)):
+        h.update(p.read_bytes() if p.exists() else b"")
+    return h.hexdigest()[:16]
+
+
+def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, logger=None,
+              cache_dir: str | Path | None = None) -> Recon:
     """Run ICON on every (valid) frame of a clip.
 
     Args:
@@ -184,6 +268,8 @@ def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, lo
             full-frame camera).
         cfg: :class:`ReconConfig`.  body: body model matching ``tracks.body_backend``.
         out_dir: stage directory (extra files: ``maps_XXXX.png``).  logger: run logger or None.
+        cache_dir: per-frame resume cache (:class:`FrameCache`; used when ``cfg.resume``), cleared
+            once every frame is done; None = no cache.
 
     Returns:
         :class:`Recon` with one :class:`FrameRecon` per reconstructed frame (world frame) and the
@@ -205,32 +291,59 @@ def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, lo
     if not frames:
         raise ValueError("run_recon: no valid (detected) frame to reconstruct in the tracks")
     params = tracks.params.detach().to("cpu").clone()
+    cache = FrameCache(cache_dir, cache_key(tracks, cfg)) if cache_dir is not None and cfg.resume else None
+    if cache is not None:
+        n_cached = sum((cache.dir / f"frame_{i:04d}.npz").exists() for i in frames)
+        if n_cached:
+            log.info("recon: resuming, %d of %d frames already done in %s", n_cached, len(frames), cache.dir)
     out: list[FrameRecon] = []
     agg: dict[str, list] = {}
-    t_start = time.perf_counter()
+    n_new = 0
     for i in tqdm(frames, desc="recon", unit="frame"):
+        hit = cache.load(i) if cache is not None else None
+        if hit is not None:
+            fr, rows, st, png_path = hit
+            for name, row in rows.items():
+                getattr(params, name)[i] = row[0].to(getattr(params, name).dtype)
+            if cfg.save_maps and png_path is not None:
+                import shutil
+
+                shutil.copyfile(png_path, out_dir / f"maps_{i:04d}.png")
+            out.append(fr)
+            for k, val in st.items():
+                agg.setdefault(k, []).append(float(val))
+            continue
+        t_frame = time.perf_counter()
         v, f, c, p, view, st = reconstruct_frame(tracks.images[i], tracks.masks[i], tracks.camera, params[i],
                                                  body, net, implicit, cfg)
         for name in ("global_orient", "body_pose", "betas", "transl"):
             getattr(params, name)[i] = getattr(p, name)[0]
-        out.append(FrameRecon(v, f, c, int(i), color_confidence(v, f, tracks.camera, tracks.masks[i])))
+        fr = FrameRecon(v, f, c, int(i), color_confidence(v, f, tracks.camera, tracks.masks[i]))
+        out.append(fr)
         for k, val in st.items():
             agg.setdefault(k, []).append(float(val))
         if logger is not None:
             logger.log_scalars({f"recon/{k}": float(val) for k, val in st.items()}, step=int(i))
             if i == frames[0]:
                 logger.log_mesh("recon/mesh", v, f, step=int(i))
-        if cfg.save_maps:
-            png = _maps_png(view)
+        png = _maps_png(view) if cfg.save_maps else None
+        if png is not None:
             import imageio.v3 as iio
 
             iio.imwrite(out_dir / f"maps_{i:04d}.png", png)
             if logger is not None and i == frames[0]:
                 logger.log_image("recon/maps", png, step=int(i))
-    total = time.perf_counter() - t_start
+        if cache is not None:
+            cache.save(fr, p, st, png)
+        n_new += 1
+        agg.setdefault("_seconds", []).append(time.perf_counter() - t_frame)
+    secs = agg.pop("_seconds", [])
     stats = {k: float(np.mean(v)) for k, v in agg.items()}
-    stats.update({"frames": len(out), "seconds_per_frame": total / len(out), "config": _plain(cfg)})
-    log.info("recon: %d frames, %.2f s/frame", len(out), total / len(out))
+    spf = float(np.mean(secs)) if secs else None
+    stats.update({"frames": len(out), "frames_computed": n_new, "seconds_per_frame": spf, "config": _plain(cfg)})
+    log.info("recon: %d frames (%d computed now%s)", len(out), n_new, f", {spf:.2f} s/frame" if secs else "")
+    if cache is not None:
+        cache.clear()
     return Recon(out, params, stats)
 
 

@@ -59,6 +59,43 @@ def test_failed_stage_leaves_nothing(tmp_path):
     assert _Art.load(tmp_path / "s").value == 7
 
 
+def test_stale_tmp_of_a_killed_run_is_removed(tmp_path):
+    (tmp_path / ".s.tmp-dead").mkdir()
+    (tmp_path / ".s.tmp-dead" / "half.txt").write_text("x")
+    (tmp_path / ".other.tmp-keep").mkdir()
+    run_stage("s", tmp_path, lambda d: _Art(1), _Art.load, force=False)
+    assert not (tmp_path / ".s.tmp-dead").exists() and (tmp_path / ".other.tmp-keep").exists()
+
+
+def test_sigterm_removes_the_stage_being_built(tmp_path):
+    """``kill`` during a stage: avatar.run's SIGTERM handler turns it into SystemExit, so nothing is left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = f"""
+import signal, time, pathlib
+from avatar.run import _terminate
+from avatar.pipeline import run_stage
+signal.signal(signal.SIGTERM, _terminate)
+def compute(d):
+    (d / "partial.txt").write_text("half")
+    pathlib.Path({str(tmp_path / "started")!r}).write_text("1")
+    time.sleep(60)
+run_stage("s", pathlib.Path({str(tmp_path / "run")!r}), compute, None, force=False)
+"""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root)
+    t0 = time.time()
+    while not (tmp_path / "started").exists():
+        assert proc.poll() is None and time.time() - t0 < 60, "the child did not start the stage"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 128 + signal.SIGTERM
+    assert list((tmp_path / "run").iterdir()) == []
+
+
 def test_config_from_rejects_unknown_keys():
     @dataclass
     class C:

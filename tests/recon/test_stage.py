@@ -158,3 +158,56 @@ def test_config_yaml_matches_dataclass():
     assert cfg == ReconConfig()
     with pytest.raises(ValueError, match="unknown keys"):
         ReconConfig.from_dict({"bogus": 1})
+
+
+def test_run_recon_resumes_after_crash(anny_body, tiny_tracks, tmp_path, monkeypatch):
+    """A crash on frame 1 keeps frame 0; the rerun computes only frame 1, gives the same result as an
+    uninterrupted run, and clears the cache.  Another config never reuses the cached frames."""
+    import recon.stage as stage
+    from recon.implicit import ImplicitNet
+    from recon.mesh import ExtractConfig
+    from recon.normal_net import save_checkpoint
+    from recon.refine import RefineConfig
+
+    save_checkpoint(NormalNet(NormalNetConfig(width=8, levels=2, max_width=16)), tmp_path / "n.safetensors", {})
+    save_checkpoint(ImplicitNet(), tmp_path / "i.safetensors", {})
+    cfg = stage.ReconConfig(normal_net_ckpt=str(tmp_path / "n.safetensors"),
+                            implicit_ckpt=str(tmp_path / "i.safetensors"), crop_size=64,
+                            refine=RefineConfig(iters=0), extract=ExtractConfig(coarse_res=16, fine_res=64))
+    original = stage.reconstruct_frame
+    calls = []
+
+    def crashing(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return original(*a, **k)
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(stage, "reconstruct_frame", crashing)
+    with pytest.raises(RuntimeError, match="killed"):
+        stage.run_recon(tiny_tracks, cfg, anny_body, tmp_path / "a", cache_dir=cache)
+    assert (cache / "frame_0000.npz").exists() and not (cache / "frame_0001.npz").exists()
+
+    calls.clear()
+    monkeypatch.setattr(stage, "reconstruct_frame", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    rec = stage.run_recon(tiny_tracks, cfg, anny_body, tmp_path / "b", cache_dir=cache)
+    assert len(calls) == 1 and rec.stats["frames_computed"] == 1 and not cache.exists()
+    assert (tmp_path / "b" / "maps_0000.png").exists()  # the cached frame's picture came back too
+    ref = stage.run_recon(tiny_tracks, cfg, anny_body, tmp_path / "c")  # no cache, uninterrupted
+    for got, want in zip(rec.frames, ref.frames):
+        np.testing.assert_array_equal(got.verts, want.verts)
+        np.testing.assert_array_equal(got.colors, want.colors)
+        np.testing.assert_array_equal(got.color_weight, want.color_weight)
+    assert torch.equal(rec.params.transl, ref.params.transl)
+
+    # a stale cache (another config) is wiped, not reused
+    calls.clear()
+    monkeypatch.setattr(stage, "reconstruct_frame", crashing)
+    with pytest.raises(RuntimeError):
+        stage.run_recon(tiny_tracks, cfg, anny_body, tmp_path / "d", cache_dir=cache)
+    calls.clear()
+    monkeypatch.setattr(stage, "reconstruct_frame", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    other = stage.ReconConfig(**{**cfg.__dict__, "carve_dilate_px": 4})
+    stage.run_recon(tiny_tracks, other, anny_body, tmp_path / "e", cache_dir=cache)
+    assert len(calls) == 2
