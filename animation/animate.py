@@ -45,14 +45,15 @@ class AnimatedSequence:
 
 
 @torch.no_grad()
-def animate(avatar, motion: Motion, body, correct: bool = True, chunk: int = 16) -> AnimatedSequence:
+def animate(avatar, motion: Motion, body, correct: bool | None = None, chunk: int = 16) -> AnimatedSequence:
     """Pose ``avatar`` (an :class:`avatar.scanimate.artifact.Avatar`) along ``motion``.
 
     Args:
         motion: Y-up motion (see :func:`animation.motion.load_motion`); its betas are ignored
             (the avatar keeps its own shape).
         body: the body model the avatar was trained with.
-        correct: apply the pose-dependent correction (False: pure LBS of the canonical mesh).
+        correct: apply the pose-dependent correction (False: pure LBS of the canonical mesh; None: the
+            avatar's choice, see :meth:`Avatar.pose`).
     """
     if body.name != avatar.body_backend:
         raise ValueError(f"animate: the avatar was trained with the '{avatar.body_backend}' body model, got "

@@ -37,7 +37,8 @@ class AnimationConfig:
     fps: resample the motion to this rate (None: keep the file's).  max_frames: cap (None: all).
     up: the motion file's up axis ("auto": AMASS Z-up, SMPL-X layout Y-up).  motion_fps: rate for
     files that store none.  center: put the first frame's root over the origin (x, z).
-    correct_pose: pose-dependent correction of the canonical mesh.  export_*: outputs to write.
+    correct_pose: pose-dependent correction of the canonical mesh (None: the avatar's choice, made on
+        its held-out frames).  export_*: outputs to write.
     video_size: square video side (px); video_crf: x264 quality.
     threads: torch CPU threads while posing (None: torch's default; see ``AvatarConfig.threads``).
     """
@@ -47,7 +48,7 @@ class AnimationConfig:
     up: str = "auto"
     motion_fps: float | None = None
     center: bool = True
-    correct_pose: bool = True
+    correct_pose: bool | None = None
     export_ply: bool = True
     export_obj: bool = False
     export_gltf: bool = True

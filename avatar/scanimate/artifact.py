@@ -94,14 +94,15 @@ class Avatar:
         return cache[id(body)]
 
     @torch.no_grad()
-    def pose(self, params: SMPLXParams, body, correct: bool = True, chunk: int = 16,
+    def pose(self, params: SMPLXParams, body, correct: bool | None = None, chunk: int = 16,
              return_transforms: bool = False):
         """Posed canonical-mesh vertices.
 
         Args:
             params: (B frames) SMPL-X parameters (their betas are replaced by the avatar's).
             body: the body model the avatar was trained with.
-            correct: apply the pose-dependent correction of the canonical SDF.
+            correct: apply the pose-dependent correction of the canonical SDF; None: the avatar's own
+                choice (``arch["pose_correction"]``, set by the held-out check of the avatar stage).
             chunk: frames per batched evaluation.
             return_transforms: also return the (B, 55, 4, 4) joint transforms.
         Returns:
@@ -109,6 +110,8 @@ class Avatar:
         """
         from avatar.scanimate.posing import pose_transforms
 
+        if correct is None:
+            correct = bool(self.arch.get("pose_correction", True))
         rest_j = self.rest_joints(body)
         corrector = self.corrector() if correct else None
         verts, trans = [], []

@@ -37,6 +37,24 @@ def test_run_avatar_outputs(stage_avatar):
     assert not (out.parent / ".avatar_checkpoint").exists()  # resume state removed after success
 
 
+def test_pose_correction_selected_on_held_out_frames(stage_avatar, anny_body):
+    """The stage keeps the correction only if it did not raise the held-out Chamfer; the saved avatar
+    remembers the choice and poses with it by default."""
+    av, _ = stage_avatar
+    s = av.stats
+    keep = s["holdout_chamfer_cm_corrected"] <= s["holdout_chamfer_cm_lbs"]
+    assert s["pose_correction"] is keep and av.arch["pose_correction"] is keep
+    assert s["holdout_chamfer_cm"] == min(s["holdout_chamfer_cm_corrected"], s["holdout_chamfer_cm_lbs"])
+    p = random_poses(anny_body, 2, seed=9)
+    torch.testing.assert_close(av.pose(p, anny_body), av.pose(p, anny_body, correct=keep))
+    av.arch["pose_correction"] = not keep
+    try:
+        torch.testing.assert_close(av.pose(p, anny_body), av.pose(p, anny_body, correct=not keep))
+        assert not torch.allclose(av.pose(p, anny_body, correct=True), av.pose(p, anny_body, correct=False))
+    finally:
+        av.arch["pose_correction"] = keep
+
+
 def test_run_animation(stage_avatar, anny_body, tmp_path):
     av, _ = stage_avatar
     motion = write_demo_motion(tmp_path / "motion.npz", num_frames=12, fps=24.0)
