@@ -36,6 +36,10 @@ class ExtractConfig:
     keep_largest: drop all but the largest connected component.
     smooth_iters: Taubin smoothing steps on the extracted mesh (volume-preserving; removes the
         voxel-scale noise of the learned occupancy), 0 = off.
+    prepass: the body's signed distance is first taken on a grid ``prepass`` times coarser than
+        ``coarse_res``; since ``|sdf|`` is 1-Lipschitz, first-level points provably farther than ``band``
+        from the body take the body's occupancy from there without a query (same result, ~4x fewer
+        distance queries on the first grid); 1 = off.
     smooth_sigma: std (metres) of a Gaussian filter of the occupancy volume before marching cubes
         (0 = off): low-passes the MLP's point-wise noise, which mesh smoothing cannot reach. It also
         pulls convex parts in by about sigma^2 / radius (~5 mm on a 5 cm arm at 1.6 cm).
@@ -49,6 +53,7 @@ class ExtractConfig:
     keep_largest: bool = True
     smooth_iters: int = 10
     smooth_sigma: float = 0.016
+    prepass: int = 4
 
 
 @dataclass
@@ -82,6 +87,33 @@ def _grid_points(lo: torch.Tensor, step: float, n: int, idx: torch.Tensor) -> to
     return lo + idx.float() * step
 
 
+def _eval_first_level(idx: torch.Tensor, lo: torch.Tensor, step: float, r: int, bv: torch.Tensor,
+                      faces: torch.Tensor, occ_fn: OccFn, cfg: ExtractConfig) -> tuple[torch.Tensor, int, int]:
+    """Occupancy of the first grid (K, 3 indices), skipping points the Lipschitz pre-pass proves far.
+
+    Returns: occupancy (K,), network points, distance queries made.
+    """
+    k = int(cfg.prepass)
+    if k <= 1 or r % k:
+        vals, n_net = _eval(_grid_points(lo, step, r, idx), bv, faces, occ_fn, cfg.band, cfg.chunk)
+        return vals, n_net, idx.shape[0]
+    r0 = r // k
+    i0 = torch.arange(r0 + 1)
+    idx0 = torch.stack(torch.meshgrid(i0, i0, i0, indexing="ij"), -1).reshape(-1, 3)
+    sd0 = signed_distance(lo + idx0.float() * (step * k), bv, faces).sdf.reshape(r0 + 1, r0 + 1, r0 + 1)
+    near = torch.round(idx.float() / k).long().clamp(0, r0)  # the pre-pass node nearest to each point
+    sq = sd0[near[:, 0], near[:, 1], near[:, 2]]
+    dist = (idx - near * k).float().norm(dim=-1) * step
+    far = sq.abs() - dist > cfg.band  # then |sdf(p)| > band and sdf(p) has the node's sign
+    vals = (sq < 0).float()
+    keep = (~far).nonzero()[:, 0]
+    n_net = 0
+    if keep.numel():
+        v, n_net = _eval(_grid_points(lo, step, r, idx[keep]), bv, faces, occ_fn, cfg.band, cfg.chunk)
+        vals[keep] = v
+    return vals, n_net, int(idx0.shape[0] + keep.numel())
+
+
 def extract_surface(occ_fn: OccFn, body_verts: torch.Tensor, faces: torch.Tensor,
                     cfg: ExtractConfig = ExtractConfig()) -> tuple[np.ndarray, np.ndarray, dict]:
     """Extract the 0.5 level set of an occupancy field around a body.
@@ -110,9 +142,8 @@ def extract_surface(occ_fn: OccFn, body_verts: torch.Tensor, faces: torch.Tensor
     step = 2 * half / r
     ii = torch.arange(r + 1)
     idx = torch.stack(torch.meshgrid(ii, ii, ii, indexing="ij"), -1).reshape(-1, 3)
-    vals, n_net = _eval(_grid_points(lo, step, r, idx), bv, faces, occ_fn, cfg.band, cfg.chunk)
+    vals, n_net, n_eval = _eval_first_level(idx, lo, step, r, bv, faces, occ_fn, cfg)
     vol = vals.reshape(r + 1, r + 1, r + 1)
-    n_eval = idx.shape[0]
     for level in range(levels):
         # cells whose corners straddle 0.5 (dilated by one cell on the coarse grid, where thin parts
         # can fall between samples)

@@ -117,6 +117,26 @@ def test_extract_known_occupancy_watertight_at_offset():
     assert st["points_evaluated"] < st["dense_equivalent"] / 2  # coarse-to-fine saved work
 
 
+def test_lipschitz_prepass_changes_nothing_but_work():
+    """The pre-pass only skips queries it can prove are outside the band: identical surface."""
+    a = trimesh.creation.icosphere(subdivisions=3, radius=0.25)
+    b = trimesh.creation.capsule(height=0.6, radius=0.08)
+    b.apply_translation([0.3, 0.0, 0.0])
+    m = trimesh.util.concatenate([a, b])
+    verts = torch.as_tensor(np.asarray(m.vertices), dtype=torch.float32)
+    faces = torch.as_tensor(np.asarray(m.faces), dtype=torch.long)
+
+    def occ(p, cp):  # a wavy offset surface, deterministic per point
+        return torch.sigmoid(-(cp.sdf - 0.03 - 0.01 * torch.sin(40 * p[:, 1])) / 0.004)
+
+    out = {k: extract_surface(occ, verts, faces, ExtractConfig(coarse_res=32, fine_res=128, band=0.08, prepass=k))
+           for k in (1, 4)}
+    np.testing.assert_array_equal(out[1][0], out[4][0])
+    np.testing.assert_array_equal(out[1][1], out[4][1])
+    assert out[4][2]["points_evaluated"] < out[1][2]["points_evaluated"] - 0.5 * 33**3  # half the first grid saved
+    assert out[4][2]["network_points"] == out[1][2]["network_points"]
+
+
 def test_volume_smoothing_removes_pointwise_noise():
     """A noisy occupancy (random flips near the level set) gives a rough surface; the Gaussian volume
     filter brings its normals back to the analytic sphere's and keeps it at the right offset."""
