@@ -53,6 +53,7 @@ def main(argv=None) -> None:
     ap.add_argument("--implicit", default=None, help="checkpoint (default: the committed one)")
     ap.add_argument("--image", default=None, help="write the comparison picture here (PNG)")
     ap.add_argument("--rows", type=int, default=4, help="samples in the picture")
+    ap.add_argument("--pic-size", type=int, default=256, help="pixels per panel in the picture")
     ap.add_argument("--json", default=None, help="write the per-sample and mean numbers here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -98,9 +99,15 @@ def main(argv=None) -> None:
               f"nc {rec['normal_consistency']:.3f} | body chamfer {bas['chamfer_cm']:5.2f} p2s {bas['p2s_cm']:5.2f} "
               f"nc {bas['normal_consistency']:.3f} | {dt:5.2f} s | {s.subject.outfit.describe()}", flush=True)
         if args.image and len(pics) < args.rows:
-            cam = view.box.camera
+            S = args.pic_size
+            cam = view.box.camera.resized(S, S)  # meshes rendered sharp at the panel size
+
+            def up(a: np.ndarray) -> np.ndarray:  # network-resolution maps, enlarged (nearest)
+                k = max(1, S // a.shape[0])
+                return np.repeat(np.repeat(a, k, 0), k, 1)
+
             img = (view.image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
-            pics.append(np.concatenate([img, _nrm(view.maps.clothed_front), _nrm(view.maps.clothed_back),
+            pics.append(np.concatenate([up(img), up(_nrm(view.maps.clothed_front)), up(_nrm(view.maps.clothed_back)),
                                         _render(v, f, cam), _render(gv, gf, cam),
                                         _render(bv, body.faces, cam)], 1))
     mean = {k: {m: float(np.mean([r[k][m] for r in rows])) for m in rows[0][k]} for k in ("recon", "body")}
