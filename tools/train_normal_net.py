@@ -1,8 +1,8 @@
 """Train the ICON normal net on synthetic clothed humans and write recon/checkpoints/normal_net.safetensors.
 
-Reproduce the committed checkpoint (CPU, 2 cores: ~8 min of data with 2 workers, ~15 min of training):
+Reproduce the committed checkpoint (CPU, 2 cores: ~8 min of data with 2 workers, ~7 min of training):
 
-    python tools/train_normal_net.py --n 240 --poses 4 --size 128 --iters 800 --seed 0
+    python tools/train_normal_net.py --n 240 --poses 4 --size 128 --iters 3000 --width 16 --max-width 128 --lr 1e-3 --seed 0
 
 Training data: ``n // poses`` random subjects of :mod:`avatar.synthetic` (phenotype + outfit, clothed once)
 in ``poses`` random poses each, rendered at 512 px; the ground-truth body parameters are perturbed into a
