@@ -27,6 +27,7 @@ import torch
 from avatar.body.model import ANNY_BETA_TO_PHENOTYPE, BodyModel
 from avatar.body.params import SMPLXParams
 from avatar.body.skeleton import JOINT_INDEX as JI
+from avatar.body.skeleton import fold_to_ancestor
 from avatar.geometry.camera import Camera
 
 #: Joints evaluated by the fitter: body (0-21), eyes, finger bases (index/middle/pinky/ring/thumb 1).
@@ -93,12 +94,7 @@ class FitBody:
         self.joints = list(FIT_JOINTS)
         pos = {j: i for i, j in enumerate(self.joints)}
         # fold every joint outside the subset onto its nearest ancestor inside it
-        fold = []
-        for j in range(len(parents)):
-            a = j
-            while a not in pos:
-                a = parents[a]
-            fold.append(pos[a])
+        fold = fold_to_ancestor(parents, pos)
         depth = [0] * len(self.joints)
         for i, j in enumerate(self.joints[1:], 1):
             depth[i] = depth[pos[parents[j]]] + 1

@@ -21,7 +21,7 @@ from torch import nn
 
 from avatar.body.lbs import add_translation, axis_angle_to_matrix, forward_kinematics, skin_points
 from avatar.body.params import NUM_JOINTS, BodyOutput, SMPLXParams
-from avatar.body.skeleton import JOINT_INDEX, SMPLX_PARENTS, SMPLX_TO_ANNY
+from avatar.body.skeleton import JOINT_INDEX, SMPLX_PARENTS, SMPLX_TO_ANNY, fold_to_ancestor
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +149,7 @@ class AnnyBody(BodyModel):
         bone_parents = list(self.anny.bone_parents)
         # bone -> joint (own mapping or nearest mapped ancestor)
         own = {labels.index(b): JOINT_INDEX[j] for j, bones in SMPLX_TO_ANNY.items() for b in bones}
-        bone_joint = []
-        for b in range(len(labels)):
-            a = b
-            while a not in own:
-                a = bone_parents[a]
-            bone_joint.append(own[a])
+        bone_joint = fold_to_ancestor(bone_parents, own)
         bone_joint_t = torch.tensor(bone_joint)
         w = self.anny.vertex_bone_weights.float()
         idx = self.anny.vertex_bone_indices.long()

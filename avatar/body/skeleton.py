@@ -52,3 +52,22 @@ def _anny_map() -> dict[str, tuple[str, ...]]:
 
 SMPLX_TO_ANNY: dict[str, tuple[str, ...]] = _anny_map()
 # "jaw" has no Anny bone: it is placed below the head and carries no vertices.
+
+
+def fold_to_ancestor(parents, mapped: dict) -> list:
+    """For every node of a tree, the value of its nearest ancestor-or-self present in ``mapped``.
+
+    Args:
+        parents: parent index per node (-1 for the root), parents before children.
+        mapped: node index -> value; must contain the root (or an ancestor of every node).
+
+    Returns:
+        list with one value per node.
+    """
+    out = []
+    for j in range(len(parents)):
+        a = j
+        while a not in mapped:
+            a = parents[a]
+        out.append(mapped[a])
+    return out
