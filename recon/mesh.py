@@ -82,6 +82,12 @@ def _eval(points: torch.Tensor, body_verts: torch.Tensor, faces: torch.Tensor, o
     return out, n_net
 
 
+def _grid_indices(r: int) -> torch.Tensor:
+    """All integer indices of an (r + 1)^3 grid: (K, 3) long, x-major."""
+    i = torch.arange(r + 1)
+    return torch.stack(torch.meshgrid(i, i, i, indexing="ij"), -1).reshape(-1, 3)
+
+
 def _grid_points(lo: torch.Tensor, step: float, n: int, idx: torch.Tensor) -> torch.Tensor:
     """World points of integer grid indices (K, 3)."""
     return lo + idx.float() * step
@@ -98,8 +104,7 @@ def _eval_first_level(idx: torch.Tensor, lo: torch.Tensor, step: float, r: int, 
         vals, n_net = _eval(_grid_points(lo, step, r, idx), bv, faces, occ_fn, cfg.band, cfg.chunk)
         return vals, n_net, idx.shape[0]
     r0 = r // k
-    i0 = torch.arange(r0 + 1)
-    idx0 = torch.stack(torch.meshgrid(i0, i0, i0, indexing="ij"), -1).reshape(-1, 3)
+    idx0 = _grid_indices(r0)
     sd0 = signed_distance(lo + idx0.float() * (step * k), bv, faces).sdf.reshape(r0 + 1, r0 + 1, r0 + 1)
     near = torch.round(idx.float() / k).long().clamp(0, r0)  # the pre-pass node nearest to each point
     sq = sd0[near[:, 0], near[:, 1], near[:, 2]]
@@ -140,8 +145,7 @@ def extract_surface(occ_fn: OccFn, body_verts: torch.Tensor, faces: torch.Tensor
     lo = center - half
     r = cfg.coarse_res
     step = 2 * half / r
-    ii = torch.arange(r + 1)
-    idx = torch.stack(torch.meshgrid(ii, ii, ii, indexing="ij"), -1).reshape(-1, 3)
+    idx = _grid_indices(r)
     vals, n_net, n_eval = _eval_first_level(idx, lo, step, r, bv, faces, occ_fn, cfg)
     vol = vals.reshape(r + 1, r + 1, r + 1)
     for level in range(levels):
@@ -250,8 +254,7 @@ def color_confidence(verts: np.ndarray, faces: np.ndarray, camera: Camera, mask:
     Returns:
         (N,) float32.
     """
-    import trimesh
-
+    from avatar.geometry.normals import vertex_normals
     from avatar.geometry.raycast import raycast
 
     v = torch.as_tensor(verts, dtype=torch.float32)
@@ -263,7 +266,7 @@ def color_confidence(verts: np.ndarray, faces: np.ndarray, camera: Camera, mask:
     inside = (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H) & (z > 0)
     x, y = px[:, 0].clamp(0, W - 1), px[:, 1].clamp(0, H - 1)
     seen = inside & hits.mask[y, x] & (z <= hits.depth[y, x] + depth_tol)
-    vn = torch.tensor(np.array(trimesh.Trimesh(verts, faces, process=False).vertex_normals), dtype=torch.float32)
+    vn = vertex_normals(v, f)
     to_cam = torch.as_tensor(camera.center, dtype=torch.float32)[None] - v
     if camera.ortho:  # parallel rays: the direction to the camera is the view axis
         to_cam = -camera.R_t()[0][2][None].expand_as(v)

@@ -33,6 +33,8 @@ __all__ = ["ReconConfig", "FrameCache", "cache_key", "run_recon", "reconstruct_f
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_NORMAL_NET = "normal_net.safetensors"
 DEFAULT_IMPLICIT = "implicit.safetensors"
+#: The SMPL-X parameters the ICON refinement changes per frame.
+REFINED_PARAMS = ("global_orient", "body_pose", "betas", "transl")
 
 
 @dataclass
@@ -186,8 +188,6 @@ class FrameCache:
     checkpoint files); a different key wipes it, so stale frames are never reused.
     """
 
-    _PARAMS = ("global_orient", "body_pose", "betas", "transl")
-
     def __init__(self, directory: str | Path, key: str) -> None:
         import shutil
 
@@ -198,33 +198,37 @@ class FrameCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         tag.write_text(key)
 
-    def save(self, fr: FrameRecon, params: SMPLXParams, stats: dict, png: np.ndarray | None) -> None:
+    def path(self, frame: int) -> Path:
+        return self.dir / f"frame_{frame:04d}.npz"
+
+    def save(self, fr: FrameRecon, rows: dict[str, torch.Tensor], stats: dict, png: np.ndarray | None) -> None:
+        """Keep a finished frame: its recon, refined parameter rows (name -> (1, ...)), stats, maps PNG."""
         from avatar.io.atomic import atomic_path
 
         arrays = {"verts": fr.verts, "faces": fr.faces, "colors": fr.colors,
                   "stats_keys": np.array(list(stats)), "stats_vals": np.array([float(v) for v in stats.values()])}
         if fr.color_weight is not None:
             arrays["color_weight"] = fr.color_weight
-        arrays.update({f"p_{k}": getattr(params, k).detach().cpu().numpy() for k in self._PARAMS})
+        arrays.update({f"p_{k}": rows[k].detach().cpu().numpy() for k in REFINED_PARAMS})
         if png is not None:
             import imageio.v3 as iio
 
             with atomic_path(self.dir / f"maps_{fr.frame:04d}.png") as tmp:
                 iio.imwrite(tmp, png)
-        with atomic_path(self.dir / f"frame_{fr.frame:04d}.npz") as tmp:
+        with atomic_path(self.path(fr.frame)) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
 
     def load(self, frame: int) -> tuple[FrameRecon, dict[str, torch.Tensor], dict, Path | None] | None:
         """(frame recon, refined parameter rows (1, ...), stats, maps PNG path or None), or None if absent."""
-        path = self.dir / f"frame_{frame:04d}.npz"
+        path = self.path(frame)
         if not path.exists():
             return None
         try:
             z = np.load(path)
             fr = FrameRecon(z["verts"], z["faces"], z["colors"], frame,
                             z["color_weight"] if "color_weight" in z else None)
-            rows = {k: torch.from_numpy(z[f"p_{k}"]) for k in self._PARAMS}
+            rows = {k: torch.from_numpy(z[f"p_{k}"]) for k in REFINED_PARAMS}
             stats = dict(zip(z["stats_keys"].tolist(), z["stats_vals"].tolist()))
         except Exception as e:  # noqa: BLE001 - a torn file is recomputed, never fatal
             log.warning("recon cache: %s is unreadable (%s); recomputing the frame", path, e)
@@ -248,7 +252,7 @@ def cache_key(tracks, cfg: ReconConfig) -> str:
     for k in ("frames", "save_maps", "device", "resume"):
         c.pop(k, None)
     h.update(json.dumps(c, sort_keys=True, default=str).encode())
-    for k in FrameCache._PARAMS:
+    for k in REFINED_PARAMS:
         h.update(getattr(tracks.params, k).detach().cpu().numpy().tobytes())
     h.update(np.ascontiguousarray(tracks.masks).tobytes())
     h.update(np.ascontiguousarray(tracks.images[:, ::8, ::8]).tobytes())
@@ -293,51 +297,46 @@ def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, lo
     params = tracks.params.detach().to("cpu").clone()
     cache = FrameCache(cache_dir, cache_key(tracks, cfg)) if cache_dir is not None and cfg.resume else None
     if cache is not None:
-        n_cached = sum((cache.dir / f"frame_{i:04d}.npz").exists() for i in frames)
+        n_cached = sum(cache.path(i).exists() for i in frames)
         if n_cached:
             log.info("recon: resuming, %d of %d frames already done in %s", n_cached, len(frames), cache.dir)
     out: list[FrameRecon] = []
     agg: dict[str, list] = {}
-    n_new = 0
+    secs: list[float] = []  # per computed (not cached) frame
     for i in tqdm(frames, desc="recon", unit="frame"):
         hit = cache.load(i) if cache is not None else None
         if hit is not None:
             fr, rows, st, png_path = hit
-            for name, row in rows.items():
-                getattr(params, name)[i] = row[0].to(getattr(params, name).dtype)
             if cfg.save_maps and png_path is not None:
                 import shutil
 
                 shutil.copyfile(png_path, out_dir / f"maps_{i:04d}.png")
-            out.append(fr)
-            for k, val in st.items():
-                agg.setdefault(k, []).append(float(val))
-            continue
-        t_frame = time.perf_counter()
-        v, f, c, p, view, st = reconstruct_frame(tracks.images[i], tracks.masks[i], tracks.camera, params[i],
-                                                 body, net, implicit, cfg)
-        for name in ("global_orient", "body_pose", "betas", "transl"):
-            getattr(params, name)[i] = getattr(p, name)[0]
-        fr = FrameRecon(v, f, c, int(i), color_confidence(v, f, tracks.camera, tracks.masks[i]))
+        else:
+            t_frame = time.perf_counter()
+            v, f, c, p, view, st = reconstruct_frame(tracks.images[i], tracks.masks[i], tracks.camera, params[i],
+                                                     body, net, implicit, cfg)
+            fr = FrameRecon(v, f, c, int(i), color_confidence(v, f, tracks.camera, tracks.masks[i]))
+            rows = {k: getattr(p, k) for k in REFINED_PARAMS}
+            if logger is not None:
+                logger.log_scalars({f"recon/{k}": float(val) for k, val in st.items()}, step=int(i))
+                if i == frames[0]:
+                    logger.log_mesh("recon/mesh", v, f, step=int(i))
+            png = _maps_png(view) if cfg.save_maps else None
+            if png is not None:
+                import imageio.v3 as iio
+
+                iio.imwrite(out_dir / f"maps_{i:04d}.png", png)
+                if logger is not None and i == frames[0]:
+                    logger.log_image("recon/maps", png, step=int(i))
+            if cache is not None:
+                cache.save(fr, rows, st, png)
+            secs.append(time.perf_counter() - t_frame)
+        for name, row in rows.items():
+            getattr(params, name)[i] = row[0]
         out.append(fr)
         for k, val in st.items():
             agg.setdefault(k, []).append(float(val))
-        if logger is not None:
-            logger.log_scalars({f"recon/{k}": float(val) for k, val in st.items()}, step=int(i))
-            if i == frames[0]:
-                logger.log_mesh("recon/mesh", v, f, step=int(i))
-        png = _maps_png(view) if cfg.save_maps else None
-        if png is not None:
-            import imageio.v3 as iio
-
-            iio.imwrite(out_dir / f"maps_{i:04d}.png", png)
-            if logger is not None and i == frames[0]:
-                logger.log_image("recon/maps", png, step=int(i))
-        if cache is not None:
-            cache.save(fr, p, st, png)
-        n_new += 1
-        agg.setdefault("_seconds", []).append(time.perf_counter() - t_frame)
-    secs = agg.pop("_seconds", [])
+    n_new = len(secs)
     stats = {k: float(np.mean(v)) for k, v in agg.items()}
     spf = float(np.mean(secs)) if secs else None
     stats.update({"frames": len(out), "frames_computed": n_new, "seconds_per_frame": spf, "config": _plain(cfg)})

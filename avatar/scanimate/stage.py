@@ -280,10 +280,12 @@ def evaluate_holdout(avatar: Avatar, recon, tracks, held: list[int], body, cfg: 
     faces = avatar.mesh.faces
     verts = avatar.pose(params, body, correct=True)
     lbs = avatar.pose(params, body, correct=False)
-    ch = [chamfer_cm(verts[k].numpy(), faces.numpy(), recon.frames[i].verts, recon.frames[i].faces, n=10000)
-          for k, i in enumerate(held)]
-    ch_lbs = [chamfer_cm(lbs[k].numpy(), faces.numpy(), recon.frames[i].verts, recon.frames[i].faces, n=10000)
-              for k, i in enumerate(held)]
+
+    def chamfers(posed: torch.Tensor) -> list[float]:
+        return [chamfer_cm(posed[k].numpy(), faces.numpy(), recon.frames[i].verts, recon.frames[i].faces, n=10000)
+                for k, i in enumerate(held)]
+
+    ch, ch_lbs = chamfers(verts), chamfers(lbs)
     corrected = {"holdout_chamfer_cm_corrected": float(np.mean(ch)), "holdout_chamfer_cm_lbs": float(np.mean(ch_lbs))}
     if cfg.select_correction:
         avatar.arch["pose_correction"] = bool(np.mean(ch) <= np.mean(ch_lbs))
