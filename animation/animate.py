@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from animation.motion import Motion
-from avatar.body.params import SMPLXParams
+from foundation.body.params import SMPLXParams
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class AnimatedSequence:
 
 @torch.no_grad()
 def animate(avatar, motion: Motion, body, correct: bool | None = None, chunk: int = 16) -> AnimatedSequence:
-    """Pose ``avatar`` (an :class:`avatar.scanimate.artifact.Avatar`) along ``motion``.
+    """Pose ``avatar`` (an :class:`avatar.artifact.Avatar`) along ``motion``.
 
     Args:
         motion: Y-up motion (see :func:`animation.motion.load_motion`); its betas are ignored

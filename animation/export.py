@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avatar.io.atomic import atomic_path
+from foundation.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def read_glb_json(path: str | Path) -> tuple[dict, bytes]:
 def render_sequence(verts: torch.Tensor, faces: torch.Tensor, colors, camera, shading: str = "lambert"
                     ) -> np.ndarray:
     """(T, H, W, 3) uint8 frames of the posed sequence ``verts`` (T, V, 3) from ``camera`` (project ray caster)."""
-    from avatar.scanimate.render import render_mesh
+    from foundation.render import render_mesh
 
     col = torch.as_tensor(np.asarray(colors)) if colors is not None else None
     frames = [render_mesh(verts[t], faces, camera, col, shading=shading)[0]

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avatar.body.params import NUM_JOINTS, SMPLXParams
-from avatar.io.atomic import atomic_save_npz
+from foundation.body.params import NUM_JOINTS, SMPLXParams
+from foundation.io.atomic import atomic_save_npz
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def resample_motion(motion: Motion, fps: float) -> Motion:
 # ---------------------------------------------------------------------------------------------- demo
 def write_demo_motion(path: str | Path, num_frames: int = 60, fps: float = 30.0) -> Path:
     """A procedural walk-in-place with arm swing, in the AMASS layout (Z-up, SMPL-H ``poses`` (T, 156))."""
-    from avatar.body.skeleton import JOINT_INDEX
+    from foundation.body.skeleton import JOINT_INDEX
 
     t = np.arange(num_frames) / fps
     ph = 2 * np.pi * 1.0 * t  # one stride per second

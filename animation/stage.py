@@ -23,7 +23,7 @@ import numpy as np
 from animation.animate import animate
 from animation.export import render_sequence, write_glb, write_mesh_sequence
 from animation.motion import Motion, load_motion, resample_motion
-from avatar.io.atomic import atomic_write_json
+from foundation.io.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -111,18 +111,18 @@ def run_animation(avatar, motion_path, cfg: AnimationConfig, body, out_dir: Path
     """Stage entry (called by the pipeline): play ``motion_path`` on ``avatar`` and export.
 
     Args:
-        avatar: :class:`avatar.scanimate.artifact.Avatar`; motion_path: AMASS / SMPL-X ``.npz``;
+        avatar: :class:`avatar.artifact.Avatar`; motion_path: AMASS / SMPL-X ``.npz``;
         body: the avatar's body model; out_dir: the stage's (temporary) output directory.
     """
-    from avatar.body.skeleton import SMPLX_JOINT_NAMES
-    from avatar.scanimate.render import front_camera
-    from tracking.video import write_video
+    from foundation.body.skeleton import SMPLX_JOINT_NAMES
+    from foundation.render import front_camera
+    from foundation.io.video import write_video
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     motion = prepare_motion(motion_path, cfg, body, avatar.betas)
     motion.save(out / "motion.npz")
-    from avatar.scanimate.stage import torch_threads
+    from avatar.stage import torch_threads
 
     with torch_threads(cfg.threads):
         seq = animate(avatar, motion, body, correct=cfg.correct_pose)

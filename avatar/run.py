@@ -1,6 +1,6 @@
 """``python -m avatar.run video=clip.mp4``: the Hydra edge of the pipeline.
 
-Everything below Hydra is plain Python: see :func:`avatar.pipeline.run_pipeline`.
+Everything below Hydra is plain Python: see :func:`pipeline.runner.run_pipeline`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ log = logging.getLogger("avatar")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from avatar.pipeline import run_pipeline
+    from pipeline.runner import run_pipeline
 
     if cfg.get("threads"):
         import torch

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from avatar.body.params import SMPLXParams
-from avatar.io.atomic import atomic_path, atomic_write_json
+from foundation.body.params import SMPLXParams
+from foundation.io.atomic import atomic_path, atomic_write_json
 
 
 @dataclass

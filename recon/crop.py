@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from avatar.geometry.camera import Camera
+from foundation.camera import Camera
 
 __all__ = ["CropBox", "body_crop", "crop_image", "sample_map"]
 

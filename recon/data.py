@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from avatar.body.model import BodyModel
-from avatar.body.params import SMPLXParams
-from avatar.geometry.camera import Camera
-from avatar.geometry.sdf import signed_distance
+from foundation.body.model import BodyModel
+from foundation.body.params import SMPLXParams
+from foundation.camera import Camera
+from foundation.geometry.sampling import sample_occupancy
 from recon.features import to_chw
 from recon.views import FrameView, prepare_view
 
-__all__ = ["NoiseConfig", "TrainRecord", "perturb_params", "make_record", "record_from_sample", "sample_occupancy",
+__all__ = ["NoiseConfig", "TrainRecord", "perturb_params", "make_record", "record_from_sample",
            "stack_records"]
 
 
@@ -87,32 +87,6 @@ class TrainRecord:
         return FrameView(CropBox(0.0, 0.0, 0.0, self.camera), self.image, self.mask, maps)
 
 
-def sample_occupancy(verts: torch.Tensor, faces: torch.Tensor, n: int, rng: np.random.Generator,
-                     sigmas: tuple[float, ...] = (0.005, 0.02, 0.05), uniform_frac: float = 0.1
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points near a clothed surface (surface samples + Gaussian offsets) and uniform ones in its box.
-
-    Args:
-        verts: (V, 3), faces: (F, 3) clothed mesh (world).  n: number of samples.
-
-    Returns:
-        points (n, 3) world; labels (n,) float32, 1 inside (winding number, robust to open garments).
-    """
-    import trimesh
-
-    m = trimesh.Trimesh(verts.numpy(), faces.numpy(), process=False)
-    n_uni = int(n * uniform_frac)
-    n_surf = n - n_uni
-    surf, _ = trimesh.sample.sample_surface(m, n_surf, seed=int(rng.integers(2**31)))
-    sig = np.asarray(sigmas)[rng.integers(len(sigmas), size=n_surf)][:, None]
-    near = surf + rng.normal(size=surf.shape) * sig
-    lo, hi = verts.min(0).values.numpy() - 0.05, verts.max(0).values.numpy() + 0.05
-    uni = rng.uniform(lo, hi, size=(n_uni, 3))
-    pts = torch.as_tensor(np.concatenate([near, uni]), dtype=torch.float32)
-    labels = (signed_distance(pts, verts.float(), faces.long()).sdf < 0).float()
-    return pts, labels
-
-
 def make_record(image: np.ndarray, mask: np.ndarray, camera: Camera, gt_params: SMPLXParams,
                 clothed_verts: torch.Tensor, clothed_faces: torch.Tensor, body: BodyModel, size: int,
                 rng: np.random.Generator, noise: NoiseConfig = NoiseConfig(), n_points: int = 8192,
@@ -126,7 +100,7 @@ def make_record(image: np.ndarray, mask: np.ndarray, camera: Camera, gt_params: 
         body: body model.  size: crop side.  rng: randomness for the perturbation / samples.
         points, labels: occupancy samples if the generator provides them, else sampled here.
     """
-    from avatar.geometry.raycast import render_normal_maps
+    from foundation.geometry.raycast import render_normal_maps
 
     fitted = perturb_params(gt_params, rng, noise)
     with torch.no_grad():
@@ -136,7 +110,9 @@ def make_record(image: np.ndarray, mask: np.ndarray, camera: Camera, gt_params: 
     mf = torch.as_tensor(gt.mask_front).float()[None]
     mb = torch.as_tensor(gt.mask_back).float()[None]
     if points is None or labels is None:
-        points, labels = sample_occupancy(clothed_verts, clothed_faces, n_points, rng)
+        n_uniform = n_points // 10
+        points, labels = sample_occupancy(clothed_verts, clothed_faces, n_points - n_uniform, n_uniform, rng,
+                                          sigmas=(0.005, 0.02, 0.05))
     return TrainRecord(view.image, view.mask, view.maps.body_front, view.maps.body_back,
                        to_chw(gt.front) * mf, to_chw(gt.back) * mb, mf, mb, view.box.camera, bverts,
                        view.maps.vert_vis, points.float(), labels.float())
@@ -150,7 +126,7 @@ def stack_records(records: list[TrainRecord]) -> dict[str, torch.Tensor]:
 
 def record_from_sample(sample, body: BodyModel, size: int, rng: np.random.Generator,
                        noise: NoiseConfig = NoiseConfig(), n_fine: int = 4096, margin: float = 1.15) -> TrainRecord:
-    """Adapter: one :class:`avatar.synthetic.SyntheticSample` -> :class:`TrainRecord`.
+    """Adapter: one :class:`synthetic.SyntheticSample` -> :class:`TrainRecord`.
 
     The sample's ground-truth body parameters are perturbed (``noise``) into the "fitted" body, the
     crop is taken around that body (:func:`recon.crop.body_crop`, as at inference), and the sample's
@@ -165,14 +141,14 @@ def record_from_sample(sample, body: BodyModel, size: int, rng: np.random.Genera
     for k in ("image", "mask", "camera", "params", "clothed_verts", "clothed_faces", "occ_points", "occ_labels"):
         if not hasattr(sample, k):
             raise AttributeError(f"record_from_sample: the synthetic sample has no field {k!r}; "
-                                 f"expected an avatar.synthetic.SyntheticSample")
+                                 f"expected an synthetic.SyntheticSample")
     cv = torch.as_tensor(np.asarray(sample.clothed_verts), dtype=torch.float32)
     cf = torch.as_tensor(np.asarray(sample.clothed_faces), dtype=torch.long)
     pts = torch.as_tensor(np.asarray(sample.occ_points), dtype=torch.float32)
     lab = torch.as_tensor(np.asarray(sample.occ_labels)).float()
     if n_fine > 0:
-        fp, fl = sample_occupancy(cv, cf, n_fine, rng, sigmas=(0.002, 0.005, 0.01), uniform_frac=0.0)
-        pts, lab = torch.cat([pts, fp]), torch.cat([lab, fl])
+        fp, fl = sample_occupancy(cv, cf, n_fine, 0, rng, sigmas=(0.002, 0.005, 0.01))
+        pts, lab = torch.cat([pts, fp]), torch.cat([lab, fl.float()])
     params = sample.params[:1] if sample.params.batch_size > 1 else sample.params
     return make_record(np.asarray(sample.image), np.asarray(sample.mask, np.float32), sample.camera, params,
                        cv, cf, body, size, rng, noise, points=pts, labels=lab, margin=margin)

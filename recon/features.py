@@ -2,7 +2,7 @@
 
 For a query point ``P`` (world, metres) and the fitted body mesh:
 
-* ``s(P)``: signed distance to the body (negative inside), from :func:`avatar.geometry.sdf.signed_distance`;
+* ``s(P)``: signed distance to the body (negative inside), from :func:`foundation.geometry.sdf.signed_distance`;
 * ``n_b(P)``: barycentric body normal at the closest body point, rotated into the crop's view frame;
 * ``n_c(P)``: clothed normal sampled at ``P``'s projection from the *front* predicted map if the closest
   body point is visible from the camera (barycentric interpolation of per-vertex visibility > 0.5, as
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from avatar.geometry.camera import Camera
-from avatar.geometry.sdf import ClosestPoint, signed_distance
+from foundation.camera import Camera
+from foundation.geometry.sdf import ClosestPoint, signed_distance
 from recon.crop import sample_map
 
 __all__ = ["ViewMaps", "FEATURE_DIM", "body_normal_maps", "to_chw", "point_features"]
@@ -65,7 +65,7 @@ def body_normal_maps(verts: torch.Tensor, faces: torch.Tensor, camera: Camera) -
     Returns:
         :class:`ViewMaps` without clothed maps.
     """
-    from avatar.geometry.raycast import render_normal_maps
+    from foundation.geometry.raycast import render_normal_maps
 
     with torch.no_grad():
         v = verts.detach().float()
@@ -81,7 +81,7 @@ def body_normal_maps(verts: torch.Tensor, faces: torch.Tensor, camera: Camera) -
 
 def nm_face_idx(nm, verts: torch.Tensor, faces: torch.Tensor, camera: Camera) -> torch.Tensor:
     """Faces hit by the front rays: (K,) long unique face indices."""
-    from avatar.geometry.raycast import raycast
+    from foundation.geometry.raycast import raycast
 
     fidx = getattr(nm, "face_front", None)
     if fidx is not None:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avatar.geometry.camera import Camera
-from avatar.geometry.sdf import ClosestPoint, signed_distance
+from foundation.camera import Camera
+from foundation.geometry.sdf import ClosestPoint, signed_distance
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +254,8 @@ def color_confidence(verts: np.ndarray, faces: np.ndarray, camera: Camera, mask:
     Returns:
         (N,) float32.
     """
-    from avatar.geometry.normals import vertex_normals
-    from avatar.geometry.raycast import raycast
+    from foundation.geometry.normals import vertex_normals
+    from foundation.geometry.raycast import raycast
 
     v = torch.as_tensor(verts, dtype=torch.float32)
     f = torch.as_tensor(faces, dtype=torch.long)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from avatar.body.model import BodyModel
-from avatar.body.params import SMPLXParams
-from avatar.geometry.camera import Camera
+from foundation.body.model import BodyModel
+from foundation.body.params import SMPLXParams
+from foundation.camera import Camera
 from recon.features import to_chw
 from recon.normal_net import NormalNet
 from recon.views import FrameView, predict_clothed, prepare_view
@@ -61,7 +61,7 @@ def render_body(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, sigma:
     Returns:
         front, back: (3, S, S) view-frame normals (zero off the body); silhouette (S, S) in [0, 1].
     """
-    from avatar.geometry.diff_render import render_normals_diff, soft_silhouette
+    from foundation.geometry.diff_render import render_normals_diff, soft_silhouette
 
     front, _ = render_normals_diff(verts, faces, camera)
     back, _ = render_normals_diff(verts, faces, camera, back=True)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avatar.body.model import BodyModel
-from avatar.body.params import SMPLXParams
+from foundation.body.model import BodyModel
+from foundation.body.params import SMPLXParams
 from recon.artifact import FrameRecon, Recon
 from recon.features import point_features
 from recon.implicit import ImplicitNet, load_implicit
@@ -203,7 +203,7 @@ class FrameCache:
 
     def save(self, fr: FrameRecon, rows: dict[str, torch.Tensor], stats: dict, png: np.ndarray | None) -> None:
         """Keep a finished frame: its recon, refined parameter rows (name -> (1, ...)), stats, maps PNG."""
-        from avatar.io.atomic import atomic_path
+        from foundation.io.atomic import atomic_path
 
         arrays = {"verts": fr.verts, "faces": fr.faces, "colors": fr.colors,
                   "stats_keys": np.array(list(stats)), "stats_vals": np.array([float(v) for v in stats.values()])}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from avatar.geometry.camera import Camera
+from foundation.camera import Camera
 from recon.crop import CropBox, body_crop, crop_image
 from recon.features import ViewMaps, body_normal_maps
 from recon.normal_net import NormalNet

@@ -14,7 +14,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def anny_body():
     """The embedded Anny backend (first build of Anny's cache takes ~40 s, once per machine)."""
-    from avatar.body import build_body_model
+    from foundation.body import build_body_model
 
     return build_body_model()
 
@@ -22,13 +22,13 @@ def anny_body():
 @pytest.fixture(scope="session")
 def smplx_npz(tmp_path_factory):
     """Path to a synthetic model file in the SMPL-X .npz format."""
-    from avatar.body.synthetic_smplx import write_synthetic_smplx_npz
+    from tests.fixtures.synthetic_smplx import write_synthetic_smplx_npz
 
     return write_synthetic_smplx_npz(tmp_path_factory.mktemp("smplx") / "SMPLX_NEUTRAL.npz")
 
 
 @pytest.fixture(scope="session")
 def smplx_body(smplx_npz):
-    from avatar.body import BodyModelConfig, build_body_model
+    from foundation.body import BodyModelConfig, build_body_model
 
     return build_body_model(BodyModelConfig(backend="smplx", model_path=str(smplx_npz)))

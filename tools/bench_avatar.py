@@ -1,7 +1,7 @@
 """Benchmark of the avatar + animation stages on the synthetic benchmark subject (known ground truth).
 
 The subject, its training clip and a held-out motion come from
-:func:`avatar.synthetic.benchmark.load_or_make_benchmark` (``data/benchmark``, built on first use):
+:func:`synthetic.benchmark.load_or_make_benchmark` (``data/benchmark``, built on first use):
 
 * training input: the per-frame GT clothed meshes of the training clip (``video``, motion "walk_turn"),
   with the GT SMPL-X parameters, so the avatar stage is measured apart from tracking / recon errors
@@ -104,11 +104,11 @@ def main() -> None:
     from animation.animate import animate
     from animation.export import render_sequence, write_glb, write_mesh_sequence
     from animation.motion import load_motion, resample_motion, write_demo_motion
-    from avatar.body import build_body_model
-    from avatar.metrics import chamfer_cm, psnr, ssim
-    from avatar.scanimate.render import front_camera, render_mesh
-    from avatar.scanimate.stage import AvatarConfig, train_avatar
-    from avatar.synthetic.benchmark import load_or_make_benchmark
+    from foundation.body import build_body_model
+    from foundation.metrics import chamfer_cm, psnr, ssim
+    from foundation.render import front_camera, render_mesh
+    from avatar.stage import AvatarConfig, train_avatar
+    from synthetic.benchmark import load_or_make_benchmark
 
     body = build_body_model()
     bench = load_or_make_benchmark(args.root, body=body)
@@ -134,7 +134,7 @@ def main() -> None:
         torch.set_num_threads(cfg.threads)  # the stages' default (AvatarConfig / AnimationConfig.threads)
     t0 = time.perf_counter()
     if args.load_avatar:
-        from avatar.scanimate.artifact import Avatar
+        from avatar.artifact import Avatar
 
         av = Avatar.load(args.load_avatar)
     else:

@@ -54,11 +54,11 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
 
-    from avatar.geometry.camera import Camera
-    from avatar.geometry.diff_render import render_normals_diff, soft_silhouette
-    from avatar.geometry.raycast import raycast, render_normal_maps
-    from avatar.geometry.sdf import signed_distance
-    from avatar.geometry.warp_utils import clear_mesh_cache, init_warp, num_cpu_threads
+    from foundation.camera import Camera
+    from foundation.geometry.diff_render import render_normals_diff, soft_silhouette
+    from foundation.geometry.raycast import raycast, render_normal_maps
+    from foundation.geometry.sdf import signed_distance
+    from foundation.geometry.warp_utils import clear_mesh_cache, init_warp, num_cpu_threads
 
     device = torch.device(args.device)
     wp = init_warp()

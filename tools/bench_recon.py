@@ -2,7 +2,7 @@
 the ICON reconstruction vs the ground-truth clothed mesh, beside the naked-body baseline (the "fitted"
 body itself = GT body parameters + the same tracking-like noise as in training), and the per-frame CPU time.
 
-    python tools/bench_recon.py                       # 8 samples of avatar.synthetic.load_or_make_benchmark
+    python tools/bench_recon.py                       # 8 samples of synthetic.load_or_make_benchmark
     python tools/bench_recon.py --no-refine --image docs/images/recon_benchmark.png
 
 The picture has one row per sample: input crop | predicted normals front / back | recon | GT | fitted body
@@ -30,7 +30,7 @@ def _nrm(x: torch.Tensor) -> np.ndarray:
 
 
 def _render(verts, faces, camera) -> np.ndarray:
-    from avatar.geometry.raycast import render_normal_maps
+    from foundation.geometry.raycast import render_normal_maps
 
     nm = render_normal_maps(torch.as_tensor(verts, dtype=torch.float32), torch.as_tensor(faces).long(), camera)
     img = _nrm(torch.as_tensor(nm.front))
@@ -59,11 +59,11 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("warp").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
-    from avatar.body import build_body_model
-    from avatar.synthetic import load_or_make_benchmark
+    from foundation.body import build_body_model
+    from synthetic import load_or_make_benchmark
     from recon.data import NoiseConfig, perturb_params
     from recon.mesh import ExtractConfig
-    from recon.metrics import surface_metrics
+    from foundation.metrics import surface_metrics
     from recon.refine import RefineConfig
     from recon.stage import ReconConfig, load_models, reconstruct_frame
 

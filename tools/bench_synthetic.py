@@ -36,11 +36,11 @@ def main() -> None:
 
     import trimesh
 
-    from avatar.body import build_body_model
-    from avatar.geometry.sdf import signed_distance
-    from avatar.synthetic.implicit import component_labels
-    from avatar.synthetic.sample import make_synthetic_sample
-    from avatar.synthetic.video import make_synthetic_video
+    from foundation.body import build_body_model
+    from foundation.geometry.sdf import signed_distance
+    from synthetic.implicit import component_labels
+    from synthetic.sample import make_synthetic_sample
+    from synthetic.video import make_synthetic_video
 
     body = build_body_model()
     # the body proper: Anny's eyeballs and teeth are separate parts (the teeth sit in the open mouth)

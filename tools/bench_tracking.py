@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avatar.body import build_body_model  # noqa: E402
+from foundation.body import build_body_model  # noqa: E402
 from tracking.fit import pa_mpjpe  # noqa: E402
 from tracking.overlay import render_body  # noqa: E402
 from tracking.stage import TrackingConfig, body_vertices, run_tracking  # noqa: E402
@@ -118,8 +118,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
 
-    from avatar.synthetic.benchmark import load_or_make_benchmark
-    from avatar.synthetic.video import SyntheticVideo
+    from synthetic.benchmark import load_or_make_benchmark
+    from synthetic.video import SyntheticVideo
 
     body = build_body_model()
     video = SyntheticVideo.load(args.clip) if args.clip else load_or_make_benchmark(args.root, body=body).video

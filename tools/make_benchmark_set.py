@@ -3,7 +3,7 @@
     python tools/make_benchmark_set.py                    # data/benchmark (no-op when already there)
     python tools/make_benchmark_set.py --root /tmp/bench --force
 
-Layout and contents: :mod:`avatar.synthetic.benchmark`.
+Layout and contents: :mod:`synthetic.benchmark`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("warp").setLevel(logging.ERROR)
 
-    from avatar.synthetic.benchmark import load_or_make_benchmark
+    from synthetic.benchmark import load_or_make_benchmark
 
     if args.force and args.root.exists():
         shutil.rmtree(args.root)

@@ -25,7 +25,7 @@ def _init(cfg) -> None:
 
     torch.set_num_threads(1)
     logging.getLogger("warp").setLevel(logging.ERROR)
-    from avatar.body import build_body_model
+    from foundation.body import build_body_model
 
     _BODY, _CFG = build_body_model(), cfg
 
@@ -33,7 +33,7 @@ def _init(cfg) -> None:
 def _one(job: tuple[int, str]) -> tuple[int, float, str]:
     import torch
 
-    from avatar.synthetic.sample import make_synthetic_sample
+    from synthetic.sample import make_synthetic_sample
 
     seed, path = job
     t0 = time.perf_counter()
@@ -59,7 +59,7 @@ def main() -> None:
 
     from tqdm.auto import tqdm
 
-    from avatar.synthetic.sample import SampleConfig
+    from synthetic.sample import SampleConfig
 
     cfg = SampleConfig(image_size=args.size, voxel=args.voxel)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -82,8 +82,8 @@ def main() -> None:
     if args.grid is not None:
         import imageio.v3 as iio
 
-        from avatar.synthetic.sample import SyntheticSample
-        from avatar.synthetic.viz import sample_grid
+        from synthetic.sample import SyntheticSample
+        from synthetic.viz import sample_grid
 
         rows = [SyntheticSample.load(p) for _, p in jobs[: args.grid_rows]]
         args.grid.parent.mkdir(parents=True, exist_ok=True)

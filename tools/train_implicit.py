@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("warp").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
-    from avatar.body import build_body_model
+    from foundation.body import build_body_model
     from recon.implicit import ImplicitConfig
     from recon.normal_net import load_normal_net, save_checkpoint
     from recon.train import ImplicitTrainConfig, implicit_dataset, train_implicit

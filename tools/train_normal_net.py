@@ -4,7 +4,7 @@ Reproduce the committed checkpoint (CPU, 2 cores: ~8 min of data with 2 workers,
 
     python tools/train_normal_net.py --n 240 --poses 4 --size 128 --iters 3000 --width 16 --max-width 128 --lr 1e-3 --seed 0
 
-Training data: ``n // poses`` random subjects of :mod:`avatar.synthetic` (phenotype + outfit, clothed once)
+Training data: ``n // poses`` random subjects of :mod:`synthetic` (phenotype + outfit, clothed once)
 in ``poses`` random poses each, rendered at 512 px; the ground-truth body parameters are perturbed into a
 "fitted" body (:class:`recon.data.NoiseConfig`, tracking-like errors) and every map is taken in the ICON
 crop of that body (:func:`recon.crop.body_crop`), exactly as at inference. Records (crops, body / clothed
@@ -34,7 +34,7 @@ def _init_worker() -> None:
     global _BODY
     torch.set_num_threads(1)
     logging.getLogger("warp").setLevel(logging.ERROR)
-    from avatar.body import build_body_model
+    from foundation.body import build_body_model
 
     _BODY = build_body_model()
 
@@ -45,7 +45,7 @@ def subject_records(job: tuple[int, int, int, int]) -> list:
     ``job = (seed, subject index, poses, crop size)``; everything is determined by it. Sample seeds
     start at 10**7, so they never collide with the benchmark set's (1000 + i).
     """
-    from avatar.synthetic.sample import SampleConfig, clothe_subject, make_synthetic_sample, random_subject
+    from synthetic.sample import SampleConfig, clothe_subject, make_synthetic_sample, random_subject
     from recon.data import record_from_sample
 
     seed, j, poses, size = job

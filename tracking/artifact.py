@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar.body.params import SMPLXParams
-from avatar.geometry.camera import Camera
-from avatar.io.atomic import atomic_save_npz, atomic_write_json
+from foundation.body.params import SMPLXParams
+from foundation.camera import Camera
+from foundation.io.atomic import atomic_save_npz, atomic_write_json
 
 
 @dataclass

@@ -40,7 +40,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from tqdm.auto import tqdm
 
-from avatar.io.atomic import atomic_save_npz
+from foundation.io.atomic import atomic_save_npz
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def detect_person(frames, cfg: DetectConfig | None = None, source: str | Path | 
     """Detect one person's keypoints and mask in every frame.
 
     Args:
-        frames: (T, H, W, 3) uint8 RGB images, or a :class:`tracking.video.Frames` (its
+        frames: (T, H, W, 3) uint8 RGB images, or a :class:`foundation.io.video.Frames` (its
             ``path`` then names the clip in messages).
         cfg: options; defaults to :class:`DetectConfig()`.
         source: name of the clip for messages (overrides ``frames.path``).

@@ -35,9 +35,9 @@ import numpy as np
 import roma
 import torch
 
-from avatar.body.model import BodyModel
-from avatar.body.params import SMPLXParams
-from avatar.geometry.camera import Camera
+from foundation.body.model import BodyModel
+from foundation.body.params import SMPLXParams
+from foundation.camera import Camera
 from tracking.fit_body import (  # noqa: F401  (re-exported: the fitter's public names)
     FIT_JOINTS, GLOBAL_GROUPS, KEYPOINT_NAMES, KEYPOINTS, MARKERS, FitBody, project, project_keypoints,
 )

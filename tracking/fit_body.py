@@ -24,11 +24,11 @@ import numpy as np
 import roma
 import torch
 
-from avatar.body.model import ANNY_BETA_TO_PHENOTYPE, BodyModel
-from avatar.body.params import SMPLXParams
-from avatar.body.skeleton import JOINT_INDEX as JI
-from avatar.body.skeleton import fold_to_ancestor
-from avatar.geometry.camera import Camera
+from foundation.body.model import ANNY_BETA_TO_PHENOTYPE, BodyModel
+from foundation.body.params import SMPLXParams
+from foundation.body.skeleton import JOINT_INDEX as JI
+from foundation.body.skeleton import fold_to_ancestor
+from foundation.camera import Camera
 
 #: Joints evaluated by the fitter: body (0-21), eyes, finger bases (index/middle/pinky/ring/thumb 1).
 FIT_JOINTS: tuple[int, ...] = tuple(range(22)) + (23, 24) + (25, 28, 31, 34, 37) + (40, 43, 46, 49, 52)

@@ -20,9 +20,9 @@ import torch
 from scipy.ndimage import distance_transform_edt
 from tqdm.auto import tqdm
 
-from avatar.body.skeleton import JOINT_INDEX as JI
-from avatar.body.skeleton import SMPLX_JOINT_NAMES
-from avatar.geometry.camera import Camera
+from foundation.body.skeleton import JOINT_INDEX as JI
+from foundation.body.skeleton import SMPLX_JOINT_NAMES
+from foundation.camera import Camera
 from tracking.fit_body import KEYPOINT_NAMES, KEYPOINTS, TORSO_KEYPOINTS, FitBody, project
 
 # Per body-pose joint (1..21) and axis: quadratic prior weights (x, y, z) around the rest pose.

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from avatar.geometry.camera import Camera
+from foundation.camera import Camera
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ def render_body(verts: torch.Tensor, faces: torch.Tensor, camera: Camera) -> tup
     Returns:
         shade: (H, W) float32 Lambert term in [0, 1] (0 off the body); mask: (H, W) bool.
     """
-    from avatar.geometry.normals import face_normals
-    from avatar.geometry.raycast import raycast
+    from foundation.geometry.normals import face_normals
+    from foundation.geometry.raycast import raycast
 
     hits = raycast(verts, faces, camera)
     mask = hits.mask.reshape(camera.height, camera.width).cpu().numpy().astype(bool)

@@ -1,11 +1,11 @@
 """The tracking stage: video -> per-frame SMPL-X fit (``Tracks``) + ``overlay.mp4``.
 
-Steps: :func:`tracking.video.read_video` -> :func:`tracking.detect.detect_person` (mediapipe) ->
+Steps: :func:`foundation.io.video.read_video` -> :func:`tracking.detect.detect_person` (mediapipe) ->
 :func:`tracking.fit.fit_clip` -> overlay video.
 
 Bad input (the pipeline renames ``out_dir`` only on success, so nothing partial survives):
 
-* unreadable / corrupt / empty video: :class:`tracking.video.VideoError` from ``read_video``;
+* unreadable / corrupt / empty video: :class:`foundation.io.video.VideoError` from ``read_video``;
 * no person in most frames: :class:`tracking.detect.NoPersonError` (``DetectConfig.min_valid_fraction``);
 * several people: mediapipe tracks ONE person (the first one found, re-detected when lost),
   and the mask keeps only that person's connected component; frames where nobody is found
@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avatar.body.model import BodyModel
+from foundation.body.model import BodyModel
 from tracking.artifact import Tracks
 from tracking.detect import DetectConfig, Detections, detect_person
 from tracking.fit import FitConfig, FitTargets, fit_clip, torch_threads
 from tracking.overlay import OverlayConfig, overlay_frames
-from tracking.video import VideoConfig, read_video, write_video
+from foundation.io.video import VideoConfig, read_video, write_video
 
 log = logging.getLogger(__name__)
 

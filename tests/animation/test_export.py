@@ -5,8 +5,8 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 from animation.export import read_glb_json, write_glb, write_mesh_sequence
-from avatar.body.lbs import skin_points
-from avatar.scanimate.toy import random_poses
+from foundation.body.lbs import skin_points
+from tests.fixtures.toy import random_poses
 
 _NP = {5126: np.float32, 5121: np.uint8, 5123: np.uint16, 5125: np.uint32}
 _NC = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}

@@ -7,10 +7,10 @@ import torch
 from animation.export import read_glb_json
 from animation.motion import write_demo_motion
 from animation.stage import AnimationConfig, AnimationResult, run_animation
-from avatar.logger import NullLogger
-from avatar.scanimate.artifact import Avatar
-from avatar.scanimate.stage import run_avatar
-from avatar.scanimate.toy import make_toy_subject, random_poses, tiny_avatar_config, toy_recon, toy_tracks
+from foundation.logger import NullLogger
+from avatar.artifact import Avatar
+from avatar.stage import run_avatar
+from tests.fixtures.toy import make_toy_subject, random_poses, tiny_avatar_config, toy_recon, toy_tracks
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_run_animation(stage_avatar, anny_body, tmp_path):
     scene = trimesh.load(back.path("glb"))
     assert sum(len(g.vertices) for g in scene.geometry.values()) == back.num_vertices
     assert back.path("video").stat().st_size > 0
-    from tracking.video import read_video
+    from foundation.io.video import read_video
 
     frames = read_video(back.path("video"))
     assert len(frames.images) == 6 and frames.images.shape[1:3] == (64, 64)

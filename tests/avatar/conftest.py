@@ -1,6 +1,6 @@
 import pytest
 
-from avatar.scanimate.toy import make_toy_subject, random_poses, toy_recon
+from tests.fixtures.toy import make_toy_subject, random_poses, toy_recon
 
 
 @pytest.fixture(scope="session")

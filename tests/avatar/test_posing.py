@@ -4,11 +4,11 @@ import pytest
 import torch
 import trimesh
 
-from avatar.body.lbs import skin_points
-from avatar.geometry.normals import vertex_normals
-from avatar.scanimate.extract import CanonicalMesh, pose_canonical_mesh, pose_corrections
-from avatar.scanimate.fields import CanonicalSDF, body_sdf_grid, spread_matrix
-from avatar.scanimate.posing import PoseCorrector, anchor_interpolation, select_anchors, skin_vertices
+from foundation.body.lbs import skin_points
+from foundation.geometry.normals import vertex_normals
+from avatar.extract import CanonicalMesh, pose_canonical_mesh, pose_corrections
+from avatar.fields import CanonicalSDF, body_sdf_grid, spread_matrix
+from avatar.posing import PoseCorrector, anchor_interpolation, select_anchors, skin_vertices
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,8 @@ def test_pose_canonical_mesh_fast_path(sphere_avatar):
 
 
 def test_pose_transforms_match_body(anny_body):
-    from avatar.scanimate.posing import pose_transforms
-    from avatar.scanimate.toy import random_poses
+    from avatar.posing import pose_transforms
+    from tests.fixtures.toy import random_poses
 
     p = random_poses(anny_body, 3, seed=4)
     p.betas = 0.5 * torch.randn(1, anny_body.num_betas).expand(3, -1).clone()

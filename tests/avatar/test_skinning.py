@@ -1,10 +1,10 @@
 import numpy as np
 import torch
 
-from avatar.body.lbs import invert_skinning, skin_points
-from avatar.scanimate.canonicalize import Samples, canonicalize, sample_surface, skin, train_skinning, unskin
-from avatar.scanimate.fields import BodySkinPrior, SkinningField, pose_features, spread_matrix
-from avatar.scanimate.toy import random_poses
+from foundation.body.lbs import invert_skinning, skin_points
+from avatar.canonicalize import Samples, canonicalize, sample_surface, skin, train_skinning, unskin
+from avatar.fields import BodySkinPrior, SkinningField, pose_features, spread_matrix
+from tests.fixtures.toy import random_poses
 
 
 def test_skin_unskin_round_trip(anny_body):
@@ -62,7 +62,7 @@ def _samples(recon, n=600, seed=0):
 
 def test_canonicalize_recovers_canonical_surface(anny_body, toy):
     """Toy posed surfaces un-skinned with the (trained) fields land on the known canonical surface."""
-    from avatar.geometry.sdf import signed_distance
+    from foundation.geometry.sdf import signed_distance
 
     subject, recon = toy
     body = anny_body
@@ -84,7 +84,7 @@ def test_canonicalize_recovers_canonical_surface(anny_body, toy):
 
 
 def _cfg():
-    from avatar.scanimate.canonicalize import SkinningConfig
+    from avatar.canonicalize import SkinningConfig
 
     return SkinningConfig(iters=10, batch=512, hidden=32, layers=2, latent_dim=4)
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 import trimesh
 
-from avatar.scanimate.artifact import Avatar
-from avatar.scanimate.fields import CanonicalSDF, ColorField, body_sdf_grid
-from avatar.scanimate.stage import AvatarConfig, train_avatar
-from avatar.scanimate.toy import random_poses, tiny_avatar_config
-from avatar.scanimate.train import SDFConfig, sdf_losses, train_sdf
+from avatar.artifact import Avatar
+from avatar.fields import CanonicalSDF, ColorField, body_sdf_grid
+from avatar.stage import AvatarConfig, train_avatar
+from tests.fixtures.toy import random_poses, tiny_avatar_config
+from avatar.train import SDFConfig, sdf_losses, train_sdf
 
 
 def test_sdf_training_lowers_loss():
@@ -53,7 +53,7 @@ def test_avatar_train_save_load_reproduces(anny_body, toy, tmp_path):
     err = np.abs(av.mesh.colors.numpy().astype(float) - subject.colors[j].astype(float)).mean()
     assert err < 20.0, err
     # held-out poses: the avatar is near the true clothed surface (coarse settings)
-    from avatar.metrics import chamfer_cm
+    from foundation.metrics import chamfer_cm
 
     gt = subject.posed(anny_body, held)
     assert chamfer_cm(verts[0].numpy(), av.mesh.faces.numpy(), gt[0].numpy(), subject.faces.numpy(), n=5000) < 2.5
@@ -66,7 +66,7 @@ def test_avatar_load_errors(tmp_path):
 
 def test_resume_after_crash(anny_body, toy, tmp_path, caplog):
     """Resume (with the colour *field* trained alongside the SDF, color_mode="field")."""
-    from avatar.scanimate.train import Checkpointer
+    from avatar.train import Checkpointer
 
     _, recon = toy
     cfg = tiny_avatar_config(color_mode="field")
@@ -84,7 +84,7 @@ def test_resume_after_crash(anny_body, toy, tmp_path, caplog):
     with pytest.raises(Crash):
         train_avatar(recon, cfg, anny_body, CrashingLogger(), ck, frames=[0, 3])
     assert (ck / "train_state.pt").exists()
-    with caplog.at_level(logging.INFO, logger="avatar.scanimate.train"):
+    with caplog.at_level(logging.INFO, logger="avatar.train"):
         av = train_avatar(recon, cfg, anny_body, None, ck, frames=[0, 3])
     assert "resuming" in caplog.text and "sdf, iteration 20" in caplog.text
     assert not (ck / "train_state.pt").exists()  # cleared when the stage finished
@@ -96,7 +96,7 @@ def test_resume_after_crash(anny_body, toy, tmp_path, caplog):
     # a checkpoint of another config / input is never resumed
     Checkpointer(ck, "some-other-run").save("sdf", 5, {})
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="avatar.scanimate.train"):
+    with caplog.at_level(logging.INFO, logger="avatar.train"):
         train_avatar(recon, cfg, anny_body, None, ck, frames=[0, 3])
     assert "another config or input" in caplog.text
 
@@ -128,7 +128,7 @@ def test_default_yaml_matches_config():
 
 def test_bake_colors_trusts_seen_samples():
     """Samples the camera did not see (weight 0) lose to seen ones; unseen-only spots keep their colours."""
-    from avatar.scanimate.extract import bake_colors
+    from avatar.extract import bake_colors
 
     g = torch.Generator().manual_seed(0)
     pts = torch.randn(400, 3, generator=g) * torch.tensor([0.004, 0.004, 0.0])

@@ -7,7 +7,7 @@ import pytest
 import torch
 import trimesh
 
-from avatar.geometry.camera import Camera
+from foundation.camera import Camera
 from recon.crop import body_crop, crop_image, sample_map
 from recon.implicit import ImplicitConfig, ImplicitNet, load_implicit, occupancy_loss
 from recon.mesh import ExtractConfig, color_confidence, extract_surface, largest_component, vertex_colors
@@ -110,7 +110,7 @@ def test_extract_known_occupancy_watertight_at_offset():
     assert m.is_watertight
     assert m.volume > 0  # outward orientation
     # icosphere is inscribed: its faces sit slightly inside the 0.3 sphere
-    from avatar.geometry.sdf import signed_distance
+    from foundation.geometry.sdf import signed_distance
 
     d = signed_distance(torch.as_tensor(v), verts, faces).sdf
     assert abs(float(d.mean()) - 0.02) < 2e-3 and float(d.abs().max()) < 0.03
@@ -215,7 +215,7 @@ def test_color_confidence_front_back_occlusion_and_mask():
 
 
 def test_surface_metrics_units():
-    from recon.metrics import surface_metrics
+    from foundation.metrics import surface_metrics
 
     a = trimesh.creation.icosphere(subdivisions=3, radius=0.3)
     b = trimesh.creation.icosphere(subdivisions=3, radius=0.32)
@@ -231,9 +231,9 @@ def test_record_from_sample_matches_inference_crop(anny_body):
     body maps and GT maps agree with the inference-time view of the same fitted body."""
     from types import SimpleNamespace
 
-    from avatar.geometry.normals import vertex_normals
-    from avatar.geometry.raycast import render_normal_maps
-    from avatar.geometry.sdf import signed_distance
+    from foundation.geometry.normals import vertex_normals
+    from foundation.geometry.raycast import render_normal_maps
+    from foundation.geometry.sdf import signed_distance
     from recon.data import NoiseConfig, record_from_sample
     from recon.train import implicit_dataset
     from recon.views import prepare_view

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.geometry.camera import Camera
+from foundation.camera import Camera
 from recon.normal_net import NormalNet, NormalNetConfig
 
 S_IMG = 96
@@ -22,7 +22,7 @@ def _scene(body, shift=(0.0, 0.0, 0.0)):
 
 
 def _render(body, p, cam):
-    from avatar.geometry.raycast import render_normal_maps
+    from foundation.geometry.raycast import render_normal_maps
 
     with torch.no_grad():
         v = body(p).vertices[0]
@@ -88,7 +88,7 @@ def tiny_tracks(anny_body):
         ps.append(p)
         imgs.append(img)
         masks.append(mask)
-    from avatar.body.params import SMPLXParams
+    from foundation.body.params import SMPLXParams
 
     return Tracks(params=SMPLXParams.cat(ps), camera=cam, images=np.stack(imgs), masks=np.stack(masks),
                   keypoints=np.zeros((2, 55, 3), np.float32), crops=np.tile([[0, 0, S_IMG, S_IMG]], (2, 1)),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avatar.synthetic.garments import Garment, Outfit
-from avatar.synthetic.sample import Subject, clothe_subject
+from synthetic.garments import Garment, Outfit
+from synthetic.sample import Subject, clothe_subject
 
 
 @pytest.fixture(scope="session")

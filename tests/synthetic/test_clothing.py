@@ -5,10 +5,10 @@ import pytest
 import torch
 import trimesh
 
-from avatar.geometry.sdf import signed_distance
-from avatar.synthetic.clothing import SKIN_LABEL
-from avatar.synthetic.garments import Outfit, random_outfit
-from avatar.synthetic.implicit import MeshSDF, component_labels, extract_narrow_band
+from foundation.geometry.sdf import signed_distance
+from synthetic.clothing import SKIN_LABEL
+from synthetic.garments import Outfit, random_outfit
+from synthetic.implicit import MeshSDF, component_labels, extract_narrow_band
 
 
 def _mesh(m):
@@ -69,7 +69,7 @@ def test_clothed_attributes(clothed, subject):
         assert kinds.index(k) in labels, k
     assert SKIN_LABEL in labels
     # skirt points below the hips follow both legs
-    from avatar.body.skeleton import JOINT_INDEX
+    from foundation.body.skeleton import JOINT_INDEX
 
     skirt = (clothed.labels == kinds.index("skirt")) & (clothed.verts[:, 1] < -0.25)
     w = clothed.weights[skirt]
@@ -78,7 +78,7 @@ def test_clothed_attributes(clothed, subject):
 
 
 def test_pose_is_lbs(clothed, anny_body, subject):
-    from avatar.body.lbs import skin_points
+    from foundation.body.lbs import skin_points
 
     p = anny_body.zero_params(2)
     p.betas = subject.betas_tensor().expand(2, -1)

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.geometry.normals import face_normals
-from avatar.geometry.sdf import winding_number
-from avatar.synthetic.poses import ARCHETYPES, keyframe_motion, random_pose
-from avatar.synthetic.render import render_hits
-from avatar.synthetic.sample import SampleConfig, SyntheticSample, make_synthetic_sample
+from foundation.geometry.normals import face_normals
+from foundation.geometry.sdf import winding_number
+from synthetic.poses import ARCHETYPES, keyframe_motion, random_pose
+from synthetic.render import render_hits
+from synthetic.sample import SampleConfig, SyntheticSample, make_synthetic_sample
 
 CFG = SampleConfig(image_size=128, n_surface=600, n_uniform=200, ssaa=2)
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.synthetic.render import render_hits
-from avatar.synthetic.video import SyntheticVideo, VideoSpec, make_synthetic_video
+from synthetic.render import render_hits
+from synthetic.video import SyntheticVideo, VideoSpec, make_synthetic_video
 
 SPEC = VideoSpec(width=96, height=128, ssaa=1)
 T = 4
@@ -76,7 +76,7 @@ def test_mediapipe_detects_the_video_person(tmp_path, anny_body):
 
 @pytest.mark.slow
 def test_benchmark_set_builds_and_reloads(tmp_path, anny_body):
-    from avatar.synthetic.benchmark import BenchmarkSpec, load_or_make_benchmark
+    from synthetic.benchmark import BenchmarkSpec, load_or_make_benchmark
 
     spec = BenchmarkSpec(num_samples=1, image_size=96, num_frames=3, heldout_frames=2, width=64, height=96)
     b = load_or_make_benchmark(tmp_path / "bench", spec, anny_body)

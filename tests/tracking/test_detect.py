@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("mediapipe")
 
-from avatar.body.skeleton import SMPLX_JOINT_NAMES  # noqa: E402
+from foundation.body.skeleton import SMPLX_JOINT_NAMES  # noqa: E402
 from tracking.detect import (  # noqa: E402
     FACE_KEYPOINT_NAMES,
     MP_HAND_NAMES,
@@ -23,7 +23,7 @@ from tracking.detect import (  # noqa: E402
     detect_person,
     draw_landmarks,
 )
-from tracking.video import read_video, write_video  # noqa: E402
+from foundation.io.video import read_video, write_video  # noqa: E402
 
 L_WRIST, R_WRIST = MP_POSE_NAMES.index("left_wrist"), MP_POSE_NAMES.index("right_wrist")
 

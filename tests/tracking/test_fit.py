@@ -10,8 +10,8 @@ import pytest
 import roma
 import torch
 
-from avatar.body import JOINT_INDEX as JI
-from avatar.body import SMPLXParams
+from foundation.body import JOINT_INDEX as JI
+from foundation.body import SMPLXParams
 from tracking.fit import (
     KEYPOINTS, FitBody, FitConfig, FitTargets, default_camera, fit_clip, pa_mpjpe, project_keypoints,
 )

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.body import JOINT_INDEX as JI
-from avatar.body import SMPLXParams
+from foundation.body import JOINT_INDEX as JI
+from foundation.body import SMPLXParams
 from tracking.artifact import Tracks
 from tracking.detect import NoPersonError
 from tracking.fit import FitConfig, default_camera
 from tracking.overlay import OverlayConfig, render_body
 from tracking.stage import TrackingConfig, run_tracking
-from tracking.video import VideoError, read_video, write_video
+from foundation.io.video import VideoError, read_video, write_video
 
 H, W, T = 384, 288, 6
 SKIN = np.array([235, 195, 165], np.float32)

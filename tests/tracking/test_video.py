@@ -1,4 +1,4 @@
-"""tracking.video: write a tiny clip, read it back with every sampling option, bad inputs."""
+"""foundation.io.video: write a tiny clip, read it back with every sampling option, bad inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tracking.video import Frames, VideoConfig, VideoError, read_video, sample_indices, write_video
+from foundation.io.video import Frames, VideoConfig, VideoError, read_video, sample_indices, write_video
 
 T, H, W, FPS = 24, 48, 64, 30.0
 

@@ -1,0 +1,274 @@
+"""Differentiable normal-map and soft-silhouette rendering (ICON body refinement losses).
+
+Both renderers split the work into a non-differentiable visibility pass and a differentiable
+torch pass:
+
+* :func:`render_normals_diff`: :func:`~foundation.geometry.raycast.raycast` gives the visible face per
+  pixel; the barycentrics of the pixel ray on that face are recomputed in torch (Möller-Trumbore)
+  and the area-weighted vertex normals are interpolated with them. The gradient w.r.t. ``verts``
+  is exact for fixed visibility (it flows through the hit position and the vertex normals); it does
+  not move the silhouette -- use :func:`soft_silhouette` for that.
+* :func:`soft_silhouette`: a Gaussian-blurred silhouette computed from the signed 2-D distance of each
+  pixel centre to the projected contour: ``S = Phi(s / sigma_px)`` with ``s`` = distance in pixels to
+  the nearest projected contour edge (an edge shared by a front- and a back-facing triangle, or a
+  boundary edge), positive inside the hard (ray-cast) mask and negative outside, and ``Phi`` the
+  standard normal CDF. Only pixels within ``3 sigma_px + 1`` px of the hard mask boundary are soft
+  (``Phi(3) = 0.9987``), all others take the hard mask value. The nearest contour edge per pixel is
+  found without gradient (Warp BVH over the projected edges); the distance to it is recomputed in
+  torch from the projected vertices, so ``dS/dverts`` moves the silhouette boundary. Cost: one
+  ray cast plus O(boundary pixels) work -- ~15-20 ms forward + backward at 256x256 for a 14k-vertex
+  mesh on one CPU core (``tools/bench_geometry.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import OrderedDict
+
+import torch
+import warp as wp
+
+from foundation.camera import Camera
+from foundation.geometry.normals import check_mesh, face_normals, vertex_normals
+from foundation.geometry.raycast import pixel_rays, ray_triangle_bary, raycast
+from foundation.geometry.warp_utils import init_warp, parallel_launch, tensor_digest, torch_stream, wp_device
+
+log = logging.getLogger(__name__)
+
+# The kernels here are never differentiated by Warp (gradients are recomputed in torch): skip the
+# adjoint code, which halves compile time.
+wp.set_module_options({"enable_backward": False})
+
+__all__ = ["render_normals_diff", "soft_silhouette", "edge_topology", "contour_edges"]
+
+_TOPO_CACHE: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
+_TOPO_LOCK = threading.Lock()
+
+
+def _check(verts, faces, camera, where):
+    check_mesh(verts, faces, where=where, batched=False)
+    if not isinstance(camera, Camera):
+        raise ValueError(f"{where}: camera must be an foundation.camera.Camera, got {type(camera)}")
+
+
+# ---------------------------------------------------------------------------------------------- normals
+def render_normals_diff(
+    verts: torch.Tensor, faces: torch.Tensor, camera: Camera, back: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable smooth-normal map of a mesh, in the camera VIEW frame.
+
+    Args:
+        verts: (V, 3) world vertices, metres (may require grad; float32, or float64 for gradcheck).
+        faces: (F, 3) long, counter-clockwise seen from outside.
+        camera: the camera (perspective or orthographic).
+        back: render the last surface along each pixel ray (ICON back map) instead of the first.
+
+    Returns:
+        normal: (H, W, 3) unit normals (x right, y up, z to the viewer), zeros outside the mask;
+            differentiable w.r.t. ``verts`` for fixed visibility.
+        mask: (H, W) bool coverage (no grad).
+    """
+    _check(verts, faces, camera, "render_normals_diff")
+    faces = faces.long()
+    H, W = camera.height, camera.width
+    hits = raycast(verts.detach(), faces, camera, back=back)
+    pix = hits.mask.reshape(-1).nonzero().squeeze(1)
+    fidx = hits.face_idx.reshape(-1)[pix]
+    fv = faces[fidx]  # (M, 3)
+    o, d = pixel_rays(camera, -10.0, pix, device=verts.device, dtype=verts.dtype)
+    _, bary = ray_triangle_bary(o, d, verts[fv])  # (M, 3), differentiable
+    vn = vertex_normals(verts, faces)
+    n = (bary[..., None] * vn[fv]).sum(-2)
+    n = n @ camera.view_rotation(verts.device, verts.dtype).T
+    n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    out = verts.new_zeros(H * W, 3).index_copy(0, pix, n)
+    return out.view(H, W, 3), hits.mask
+
+
+# ---------------------------------------------------------------------------------------------- contours
+def edge_topology(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique undirected edges and their (up to two) adjacent faces; cached by content.
+
+    Args:
+        faces: (F, 3) long.
+
+    Returns:
+        edges: (E, 2) long vertex pairs (sorted), edge_faces: (E, 2) long face indices, ``-1`` in
+        the second column for boundary edges (non-manifold edges keep their first two faces).
+    """
+    key = (str(faces.device), tuple(faces.shape), tensor_digest(faces, memo=True))
+    with _TOPO_LOCK:
+        if key in _TOPO_CACHE:
+            _TOPO_CACHE.move_to_end(key)
+            return _TOPO_CACHE[key]
+    f = faces.long()
+    F = f.shape[0]
+    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).sort(dim=1).values  # (3F, 2)
+    fid = torch.arange(F, device=f.device).repeat(3)
+    n = int(f.max()) + 1
+    code = e[:, 0] * n + e[:, 1]
+    code, order = code.sort(stable=True)
+    uniq, inverse, counts = torch.unique_consecutive(code, return_inverse=True, return_counts=True)
+    first = torch.zeros_like(uniq)
+    first[1:] = counts.cumsum(0)[:-1]
+    f0 = fid[order][first]
+    f1 = torch.where(counts > 1, fid[order][(first + 1).clamp(max=code.shape[0] - 1)], torch.full_like(f0, -1))
+    edges = torch.stack([uniq // n, uniq % n], -1)
+    out = (edges, torch.stack([f0, f1], -1))
+    with _TOPO_LOCK:
+        _TOPO_CACHE[key] = out
+        while len(_TOPO_CACHE) > 8:
+            _TOPO_CACHE.popitem(last=False)
+    return out
+
+
+def contour_edges(verts: torch.Tensor, faces: torch.Tensor, camera: Camera) -> torch.Tensor:
+    """Indices into :func:`edge_topology` edges of the view-dependent contour (no grad).
+
+    An edge is a contour edge when one adjacent face is front-facing and the other back-facing
+    w.r.t. the camera, or when it is a boundary edge.
+
+    Args:
+        verts: (V, 3) world vertices; faces: (F, 3) long; camera: the camera.
+
+    Returns:
+        (K,) long edge indices.
+    """
+    edges, ef = edge_topology(faces)
+    with torch.no_grad():
+        v = verts.detach()
+        fn = face_normals(v, faces, normalize=False)
+        R, _ = camera.R_t(v.device, v.dtype)
+        if camera.ortho:
+            view = R[2].expand_as(fn)  # optical axis, world frame
+        else:
+            tri = v[faces.long()]
+            view = tri.mean(1) - torch.as_tensor(camera.center, device=v.device, dtype=v.dtype)
+        front = (fn * view).sum(-1) < 0
+        f1 = ef[:, 1].clamp(min=0)
+        is_contour = (ef[:, 1] < 0) | (front[ef[:, 0]] != front[f1])
+    return is_contour.nonzero().squeeze(1)
+
+
+@wp.kernel
+def _nearest_edge_kernel(
+    offset: int,
+    bvh: wp.uint64,
+    pts: wp.array(dtype=wp.vec3),
+    ea: wp.array(dtype=wp.vec3),
+    eb: wp.array(dtype=wp.vec3),
+    radius: float,
+    out: wp.array(dtype=wp.int32),
+):
+    tid = wp.tid() + offset
+    p = pts[tid]
+    r = wp.vec3(radius, radius, 1.0)
+    q = wp.bvh_query_aabb(bvh, p - r, p + r)
+    best = radius * radius
+    best_i = int(-1)
+    i = int(0)
+    while wp.bvh_query_next(q, i):
+        a = ea[i]
+        ab = eb[i] - a
+        t = wp.clamp(wp.dot(p - a, ab) / wp.max(wp.dot(ab, ab), 1.0e-12), 0.0, 1.0)
+        d = p - (a + ab * t)
+        d2 = wp.dot(d, d)
+        if d2 < best:
+            best = d2
+            best_i = i
+    out[tid] = best_i
+
+
+def _nearest_edges(pts: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: float) -> torch.Tensor:
+    """For (M, 2) pixel points, the index of the nearest (K, 2) segment a-b within ``radius`` (-1: none)."""
+    init_warp()
+    dev = pts.device
+    out = torch.full((pts.shape[0],), -1, dtype=torch.int32, device=dev)
+    if pts.shape[0] == 0 or a.shape[0] == 0:
+        return out.long()
+
+    def lift(x):
+        return torch.cat([x.float(), x.new_zeros(x.shape[0], 1, dtype=torch.float32)], 1).contiguous()
+
+    p3, a3, b3 = lift(pts), lift(a), lift(b)
+    lowers, uppers = torch.minimum(a3, b3).contiguous(), torch.maximum(a3, b3).contiguous()
+    with torch_stream(dev):
+        bvh = wp.Bvh(wp.from_torch(lowers, dtype=wp.vec3), wp.from_torch(uppers, dtype=wp.vec3))
+        args = [bvh.id, wp.from_torch(p3, dtype=wp.vec3), wp.from_torch(a3, dtype=wp.vec3),
+                wp.from_torch(b3, dtype=wp.vec3), float(radius), wp.from_torch(out)]
+        parallel_launch(_nearest_edge_kernel, pts.shape[0], lambda _off: args, device=wp_device(dev))
+    return out.long()
+
+
+# ---------------------------------------------------------------------------------------------- silhouette
+def _near_boundary(mask: torch.Tensor, r: int) -> torch.Tensor:
+    """(H, W) bool: pixels whose (2r+1)^2 neighbourhood holds both mask values (separable pooling,
+    restricted to the mask's bounding box grown by ``r``)."""
+    H, W = mask.shape
+    out = torch.zeros_like(mask)
+    rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+    if rows.numel() == 0:
+        return out
+    y0, y1 = max(int(rows[0]) - r, 0), min(int(rows[-1]) + r + 1, H)
+    x0, x1 = max(int(cols[0]) - r, 0), min(int(cols[-1]) + r + 1, W)
+    m = mask[y0:y1, x0:x1].float()[None, None]
+    pool = torch.nn.functional.max_pool2d
+
+    def dilate(x):
+        x = pool(x, (1, 2 * r + 1), stride=1, padding=(0, r))
+        return pool(x, (2 * r + 1, 1), stride=1, padding=(r, 0))
+
+    out[y0:y1, x0:x1] = (dilate(m) != -dilate(-m))[0, 0]
+    return out
+
+
+def soft_silhouette(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, sigma_px: float = 1.0) -> torch.Tensor:
+    """Differentiable soft silhouette: the hard mask blurred across its boundary (see module doc).
+
+    Args:
+        verts: (V, 3) world vertices, metres (may require grad).
+        faces: (F, 3) long.
+        camera: the camera.
+        sigma_px: blur width in pixels (std of the Gaussian across the boundary); > 0.
+
+    Returns:
+        (H, W) silhouette in [0, 1], dtype of ``verts``; differentiable w.r.t. ``verts`` in a band
+        of ``3 sigma_px + 1`` px around the boundary, 0 / 1 (no grad) elsewhere.
+    """
+    _check(verts, faces, camera, "soft_silhouette")
+    if not sigma_px > 0:
+        raise ValueError(f"soft_silhouette: sigma_px must be > 0, got {sigma_px}")
+    faces = faces.long()
+    H, W = camera.height, camera.width
+    mask = raycast(verts.detach(), faces, camera).mask
+    hard = mask.to(verts.dtype).reshape(-1)
+    r = int(math.ceil(3.0 * sigma_px)) + 1
+    band = _near_boundary(mask, r)
+    pix = band.reshape(-1).nonzero().squeeze(1)
+    if pix.numel() == 0:  # empty or full image: no boundary; keep the output attached to the graph
+        return (hard + 0.0 * verts.sum()).view(H, W) if verts.requires_grad else hard.view(H, W)
+
+    # projected contour edges near the boundary band
+    edges, _ = edge_topology(faces)
+    ce = edges[contour_edges(verts, faces, camera)]  # (K, 2)
+    uv, _ = camera.project(verts)  # (V, 2), differentiable
+    with torch.no_grad():
+        mid = 0.5 * (uv[ce[:, 0]] + uv[ce[:, 1]])
+        mi = mid.floor().long()
+        ok = (mi[:, 0] >= 0) & (mi[:, 0] < W) & (mi[:, 1] >= 0) & (mi[:, 1] < H)
+        ok[ok.clone()] = band[mi[ok, 1], mi[ok, 0]]
+        ce = ce[ok]
+    p = torch.stack([(pix % W).to(verts.dtype) + 0.5,
+                     torch.div(pix, W, rounding_mode="floor").to(verts.dtype) + 0.5], -1)  # (M, 2) px
+    e = _nearest_edges(p.detach(), uv[ce[:, 0]].detach(), uv[ce[:, 1]].detach(), radius=3.0 * sigma_px + 1.0)
+    found = e >= 0
+    pix, p, e = pix[found], p[found], e[found]
+    a, b = uv[ce[e, 0]], uv[ce[e, 1]]
+    ab = b - a
+    t = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-12)).clamp(0.0, 1.0)
+    dist = torch.linalg.vector_norm(p - (a + ab * t[:, None]), dim=-1)
+    s = torch.where(mask.reshape(-1)[pix], dist, -dist)
+    val = 0.5 * (1.0 + torch.erf(s / (sigma_px * math.sqrt(2.0))))
+    return hard.index_copy(0, pix, val).view(H, W)

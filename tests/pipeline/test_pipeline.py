@@ -1,0 +1,134 @@
+"""The pipeline's caching/atomicity and the Hydra configs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from pipeline.runner import config_from, resolve_run_dir, run_stage
+
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@dataclass
+class _Art:
+    value: int
+
+    def save(self, d):
+        (Path(d) / "v.json").write_text(json.dumps(self.value))
+
+    @staticmethod
+    def load(d):
+        return _Art(json.loads((Path(d) / "v.json").read_text()))
+
+
+def test_stage_is_cached_and_forced(tmp_path):
+    calls = []
+
+    def compute(d):
+        calls.append(d)
+        (d / "extra.txt").write_text("x")
+        return _Art(len(calls))
+
+    a = run_stage("s", tmp_path, compute, _Art.load, force=False, config={"k": 1})
+    b = run_stage("s", tmp_path, compute, _Art.load, force=False, config={"k": 1})
+    assert a.value == b.value == 1 and len(calls) == 1
+    assert (tmp_path / "s" / "extra.txt").exists() and (tmp_path / "s" / "DONE.json").exists()
+    c = run_stage("s", tmp_path, compute, _Art.load, force=True, config={"k": 1})
+    assert c.value == 2
+
+
+def test_failed_stage_leaves_nothing(tmp_path):
+    def boom(d):
+        (d / "partial.txt").write_text("half")
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError, match="bad input"):
+        run_stage("s", tmp_path, boom, _Art.load, force=False)
+    assert not (tmp_path / "s").exists()
+    assert list(tmp_path.iterdir()) == []
+    # a finished stage survives a failed forced rerun
+    run_stage("s", tmp_path, lambda d: _Art(7), _Art.load, force=False)
+    with pytest.raises(ValueError):
+        run_stage("s", tmp_path, boom, _Art.load, force=True)
+    assert _Art.load(tmp_path / "s").value == 7
+
+
+def test_stale_tmp_of_a_killed_run_is_removed(tmp_path):
+    (tmp_path / ".s.tmp-dead").mkdir()
+    (tmp_path / ".s.tmp-dead" / "half.txt").write_text("x")
+    (tmp_path / ".other.tmp-keep").mkdir()
+    run_stage("s", tmp_path, lambda d: _Art(1), _Art.load, force=False)
+    assert not (tmp_path / ".s.tmp-dead").exists() and (tmp_path / ".other.tmp-keep").exists()
+
+
+def test_sigterm_removes_the_stage_being_built(tmp_path):
+    """``kill`` during a stage: avatar.run's SIGTERM handler turns it into SystemExit, so nothing is left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = f"""
+import signal, time, pathlib
+from avatar.run import _terminate
+from pipeline.runner import run_stage
+signal.signal(signal.SIGTERM, _terminate)
+def compute(d):
+    (d / "partial.txt").write_text("half")
+    pathlib.Path({str(tmp_path / "started")!r}).write_text("1")
+    time.sleep(60)
+run_stage("s", pathlib.Path({str(tmp_path / "run")!r}), compute, None, force=False)
+"""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root)
+    t0 = time.time()
+    while not (tmp_path / "started").exists():
+        assert proc.poll() is None and time.time() - t0 < 60, "the child did not start the stage"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 128 + signal.SIGTERM
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_config_from_rejects_unknown_keys():
+    @dataclass
+    class C:
+        a: int = 1
+
+    assert config_from(C, {"a": 3}).a == 3
+    with pytest.raises(ValueError, match="unknown config keys"):
+        config_from(C, {"b": 3})
+
+
+@pytest.mark.parametrize("overrides", [[], ["body=smplx", "body.model_path=x.npz"], ["+experiment=fast"],
+                                       ["logger=none"]])
+def test_every_config_composes(overrides):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    OmegaConf.to_container(cfg, resolve=False)
+    for stage in ("tracking", "recon", "avatar", "animation", "body", "logger"):
+        assert stage in cfg
+    assert resolve_run_dir(cfg).name == "demo"
+
+
+def test_stage_configs_build_dataclasses():
+    from foundation.body import BodyModelConfig
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["video=some/clip.mp4"])
+    assert resolve_run_dir(cfg) == Path("outputs/clip")
+    assert config_from(BodyModelConfig, cfg.body).backend == "anny"
+    from animation.stage import AnimationConfig
+    from avatar.stage import AvatarConfig
+    from recon.stage import ReconConfig
+    from tracking.stage import TrackingConfig
+
+    for cls, node in ((TrackingConfig, cfg.tracking), (ReconConfig, cfg.recon), (AvatarConfig, cfg.avatar),
+                      (AnimationConfig, cfg.animation)):
+        config_from(cls, node)
