@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,29 @@ def _patches(batch: dict[str, torch.Tensor], patch: int, g: torch.Generator) -> 
             for k, v in batch.items()}
 
 
+def _train_loop(net: torch.nn.Module, step_loss: Callable[[], torch.Tensor], iters: int, lr: float,
+                desc: str) -> dict:
+    """Adam with a cosine schedule (to 5 % of ``lr``) over ``iters`` steps of ``step_loss()``.
+
+    ``step_loss`` draws its own batch and returns the scalar loss; the net is left in eval mode.
+    Returns:
+        ``{"train_loss_first", "train_loss_last"}``: mean of the first / last 20 losses.
+    """
+    opt = torch.optim.Adam(net.parameters(), lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters, eta_min=lr * 0.05)
+    hist = []
+    net.train()
+    for _ in tqdm(range(iters), desc=desc, unit="it", mininterval=5):
+        loss = step_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        hist.append(loss.item())
+    net.eval()
+    return {"train_loss_first": float(np.mean(hist[:20])), "train_loss_last": float(np.mean(hist[-20:]))}
+
+
 def train_normal_net(records: list[TrainRecord], net_cfg: NormalNetConfig = NormalNetConfig(),
                      cfg: NormalTrainConfig = NormalTrainConfig(), val: list[TrainRecord] | None = None
                      ) -> tuple[NormalNet, dict]:
@@ -78,24 +102,16 @@ def train_normal_net(records: list[TrainRecord], net_cfg: NormalNetConfig = Norm
     torch.manual_seed(cfg.seed)
     data = stack_records(records)
     net = NormalNet(net_cfg)
-    opt = torch.optim.Adam(net.parameters(), cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.iters, eta_min=cfg.lr * 0.05)
     n = len(records)
-    hist = []
-    net.train()
-    for _ in tqdm(range(cfg.iters), desc="normal net", unit="it", mininterval=5):
+
+    def step() -> torch.Tensor:
         idx = torch.randint(n, (min(cfg.batch, n),), generator=g)
         b = {k: v[idx] for k, v in data.items()}
         b = _flip(_patches(b, cfg.patch, g), torch.rand(len(idx), generator=g) < cfg.flip_prob)
         front, back = net(b["image"], b["mask"], b["body_front"], b["body_back"])
-        loss = normal_loss(front, b["gt_front"], b["gt_mask_front"]) + normal_loss(back, b["gt_back"], b["gt_mask_back"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        hist.append(loss.item())
-    net.eval()
-    stats = {"train_loss_first": float(np.mean(hist[:20])), "train_loss_last": float(np.mean(hist[-20:]))}
+        return normal_loss(front, b["gt_front"], b["gt_mask_front"]) + normal_loss(back, b["gt_back"], b["gt_mask_back"])
+
+    stats = _train_loop(net, step, cfg.iters, cfg.lr, "normal net")
     if val:
         stats.update(evaluate_normal_net(net, val))
     return net, stats
@@ -153,20 +169,12 @@ def train_implicit(feats: torch.Tensor, labels: torch.Tensor, net_cfg: ImplicitC
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     net = ImplicitNet(net_cfg)
-    opt = torch.optim.Adam(net.parameters(), cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.iters, eta_min=cfg.lr * 0.05)
-    hist = []
-    net.train()
-    for _ in tqdm(range(cfg.iters), desc="implicit", unit="it", mininterval=5):
+
+    def step() -> torch.Tensor:
         idx = torch.randint(len(feats), (cfg.batch,), generator=g)
-        loss = occupancy_loss(net(feats[idx]), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        hist.append(loss.item())
-    net.eval()
-    stats = {"train_loss_first": float(np.mean(hist[:20])), "train_loss_last": float(np.mean(hist[-20:]))}
+        return occupancy_loss(net(feats[idx]), labels[idx])
+
+    stats = _train_loop(net, step, cfg.iters, cfg.lr, "implicit")
     if val is not None:
         vf, vl = val
         with torch.no_grad():
