@@ -40,7 +40,7 @@ class MotionError(ValueError):
     """A motion file is unreadable or has missing / badly shaped keys."""
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Motion:
     """A body motion in SMPL-X joint order, world frame +Y up.
 
@@ -210,6 +210,14 @@ def _load_smplx(d: dict, path: Path, fps: float | None) -> Motion:
     return Motion(full, trans, _fps(d, path, fps), _betas(d, path), _gender(d), str(path), "smplx")
 
 
+ACCEPTED_LAYOUTS = ("accepted: an .npz in AMASS layout ('poses' (T, 156) SMPL+H or (T, 165) SMPL-X, 'trans', "
+                    "'mocap_framerate') or SMPL-X layout ('root_orient', 'pose_body', 'trans', ...)")
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
 def load_motion(path: str | Path, *, up: str = "auto", fps: float | None = None,
                 pelvis: np.ndarray | None = None) -> Motion:
     """Read an AMASS- or SMPL-X-layout motion ``.npz`` into a Y-up :class:`Motion`.
@@ -229,17 +237,23 @@ def load_motion(path: str | Path, *, up: str = "auto", fps: float | None = None,
     if not path.exists():
         raise MotionError(f"motion file {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise MotionError(f"{path}: not a readable .npz motion file ({_one_line(e)}); {ACCEPTED_LAYOUTS}") from e
+    if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy array
+        raise MotionError(f"{path}: a single array of shape {tuple(np.shape(z))} ({np.asarray(z).dtype}), not a "
+                          f"motion .npz; {ACCEPTED_LAYOUTS}")
+    try:
+        with z:
             d = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise MotionError(f"{path}: not a readable .npz motion file ({e})") from e
+    except (OSError, ValueError, EOFError) as e:
+        raise MotionError(f"{path}: not a readable .npz motion file ({_one_line(e)}); {ACCEPTED_LAYOUTS}") from e
     if "poses" in d:
         m = _load_amass(d, path, fps)
     elif "root_orient" in d or "pose_body" in d:
         m = _load_smplx(d, path, fps)
     else:
-        raise MotionError(f"{path}: unknown motion layout, keys {sorted(d)}; expected AMASS ('poses', 'trans', "
-                          f"'mocap_framerate') or SMPL-X ('root_orient', 'pose_body', 'trans', ...)")
+        raise MotionError(f"{path}: unknown motion layout, keys {sorted(d)}; {ACCEPTED_LAYOUTS}")
     if len(m) < 1:
         raise MotionError(f"{path}: the motion has no frames")
     src_up = up if up != "auto" else ("z" if m.layout == "amass" else "y")

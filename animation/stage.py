@@ -18,19 +18,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from animation.animate import animate
 from animation.export import render_sequence, write_glb, write_mesh_sequence
 from animation.motion import Motion, load_motion, resample_motion
+from avatar.artifact import Avatar
+from foundation.body.model import BodyModel
 from foundation.io.atomic import atomic_write_json
+from foundation.logger import RunLogger
 
 log = logging.getLogger(__name__)
 
 __all__ = ["AnimationConfig", "AnimationResult", "run_animation"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class AnimationConfig:
     """Animation-stage settings (``conf/animation/default.yaml``).
 
@@ -58,7 +60,7 @@ class AnimationConfig:
     threads: int | None = 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class AnimationResult:
     """What the animation stage produced (paths relative to the stage directory ``root``)."""
 
@@ -107,7 +109,8 @@ def prepare_motion(motion_path, cfg: AnimationConfig, body, betas) -> Motion:
     return m
 
 
-def run_animation(avatar, motion_path, cfg: AnimationConfig, body, out_dir: Path, logger) -> AnimationResult:
+def run_animation(avatar: Avatar, motion_path: str | Path, cfg: AnimationConfig, body: BodyModel, out_dir: Path,
+                  logger: RunLogger | None = None) -> AnimationResult:
     """Stage entry (called by the pipeline): play ``motion_path`` on ``avatar`` and export.
 
     Args:
@@ -122,7 +125,7 @@ def run_animation(avatar, motion_path, cfg: AnimationConfig, body, out_dir: Path
     out.mkdir(parents=True, exist_ok=True)
     motion = prepare_motion(motion_path, cfg, body, avatar.betas)
     motion.save(out / "motion.npz")
-    from avatar.stage import torch_threads
+    from foundation.threads import torch_threads
 
     with torch_threads(cfg.threads):
         seq = animate(avatar, motion, body, correct=cfg.correct_pose)

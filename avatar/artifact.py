@@ -27,7 +27,7 @@ __all__ = ["Avatar"]
 _MESH_KEYS = ("verts", "faces", "colors", "weights", "normals", "sdf0")
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Avatar:
     """A clothed avatar in canonical space, animatable with SMPL-X poses.
 
@@ -56,7 +56,7 @@ class Avatar:
     body_backend: str = "anny"
 
     def __post_init__(self) -> None:
-        self.spread = spread_matrix(self.prior_weights.shape[1])
+        object.__setattr__(self, "spread", spread_matrix(self.prior_weights.shape[1]))  # derived, not saved
         for m in (self.sdf, self.color, self.skin):
             if m is not None:
                 m.eval()

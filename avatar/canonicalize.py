@@ -29,7 +29,7 @@ __all__ = ["SkinningConfig", "Samples", "sample_surface", "skin", "unskin", "ble
            "train_skinning", "canonicalize"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SkinningConfig:
     """Skinning-field training.
 
@@ -37,6 +37,7 @@ class SkinningConfig:
     knn / sigma: body-weight diffusion (k nearest body vertices, kernel width in m);
     w_cycle, w_consist, w_body: loss weights; refine_iters: fixed-point iterations that make
     canonical points consistent with the canonical field (x_c = W_c(x_c)-unskin(x_p)).
+    150 iterations (300 before: the benchmark's held-out Chamfer changed < 0.01 cm).
     """
 
     iters: int = 150

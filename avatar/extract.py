@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 __all__ = ["CanonicalMesh", "bake_colors", "extract_canonical_mesh", "pose_corrections", "pose_canonical_mesh"]
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class CanonicalMesh:
     """The avatar's canonical (T-pose) surface.
 

@@ -1,6 +1,8 @@
-"""``python -m avatar.run video=clip.mp4``: the Hydra edge of the pipeline.
+"""``python -m avatar.run video=clip.mp4``: the command, the one place Hydra composes ``conf/``.
 
-Everything below Hydra is plain Python: see :func:`pipeline.runner.run_pipeline`.
+The composed config is validated against :class:`pipeline.config.PipelineConfig` (the stages'
+config dataclasses) and handed to :func:`pipeline.runner.run_pipeline` as a typed object.
+This module is the entry point only: the avatar stage (``avatar.stage``) does not import it.
 """
 
 from __future__ import annotations
@@ -13,19 +15,24 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from pipeline.config import pipeline_config, register_configs
+
 log = logging.getLogger("avatar")
+
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from pipeline.runner import run_pipeline
 
-    if cfg.get("threads"):
-        import torch
-
-        torch.set_num_threads(int(cfg.threads))
     try:
-        run_pipeline(cfg)
+        typed = pipeline_config(cfg)
+        if typed.threads:
+            import torch
+
+            torch.set_num_threads(typed.threads)
+        run_pipeline(typed)
     except (ValueError, FileNotFoundError, KeyError) as e:  # bad input: one clear line, no traceback
         log.error("%s: %s", type(e).__name__, e)
         sys.exit(2)

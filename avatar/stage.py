@@ -18,15 +18,18 @@ import hashlib
 import json
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from foundation.body.params import SMPLXParams
 from foundation.metrics import chamfer_cm, image_metrics
+from foundation.body.model import BodyModel
+from foundation.logger import RunLogger
+from foundation.threads import torch_threads
+from recon.artifact import Recon
+from tracking.artifact import Tracks
 from avatar.artifact import Avatar
 from avatar.canonicalize import Samples, SkinningConfig, canonicalize, sample_surface, train_skinning
 from avatar.extract import bake_colors, extract_canonical_mesh
@@ -35,10 +38,10 @@ from avatar.train import Checkpointer, SDFConfig, train_sdf
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AvatarConfig", "run_avatar", "torch_threads", "train_avatar"]
+__all__ = ["AvatarConfig", "run_avatar", "train_avatar"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class AvatarConfig:
     """Avatar-stage settings (``conf/avatar/default.yaml``).
 
@@ -81,22 +84,6 @@ class AvatarConfig:
     resume: bool = True
     seed: int = 0
 
-    @staticmethod
-    def from_dict(d: dict | None) -> "AvatarConfig":
-        d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(AvatarConfig)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"AvatarConfig: unknown config keys {sorted(unknown)}")
-        for key, cls in (("skinning", SkinningConfig), ("sdf", SDFConfig)):
-            if isinstance(d.get(key), dict):
-                sub = d[key]
-                bad = set(sub) - {f.name for f in dataclasses.fields(cls)}
-                if bad:
-                    raise ValueError(f"AvatarConfig.{key}: unknown config keys {sorted(bad)}")
-                d[key] = cls(**sub)
-        return AvatarConfig(**d)
-
     def effective(self) -> "AvatarConfig":
         """The settings actually used (``fast`` applied)."""
         if not self.fast:
@@ -128,21 +115,8 @@ def _fingerprint(cfg: AvatarConfig, recon, body) -> str:
     return h.hexdigest()[:16]
 
 
-@contextmanager
-def torch_threads(n: int | None):
-    """Run the block with ``n`` torch CPU threads (None / 0: unchanged), restoring the previous count."""
-    if not n:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def train_avatar(recon, cfg: AvatarConfig, body, logger=None, checkpoint_dir: str | Path | None = None,
+def train_avatar(recon: Recon, cfg: AvatarConfig, body: BodyModel, logger: RunLogger | None = None,
+                 checkpoint_dir: str | Path | None = None,
                  frames: list[int] | None = None) -> Avatar:
     """Train an avatar on ``recon.frames[frames]`` (all by default).  See the module doc.
 
@@ -246,14 +220,16 @@ def _train_avatar(recon, cfg: AvatarConfig, body, logger, checkpoint_dir, frames
     # ---- 3. canonical mesh (+ colours baked from the samples)
     mesh = extract_canonical_mesh(sdf, color, fc, prior_c, ecfg.extract_voxel, ecfg.extract_band)
     if color is None:
-        mesh.colors = bake_colors(mesh.verts, mesh.normals, xc[keep], nc[keep], samples.colors[keep],
-                                  ecfg.color_radius, weights=samples.color_weight[keep])
+        mesh = dataclasses.replace(mesh, colors=bake_colors(mesh.verts, mesh.normals, xc[keep], nc[keep],
+                                                            samples.colors[keep], ecfg.color_radius,
+                                                            weights=samples.color_weight[keep]))
     phase["extract"] = time.perf_counter() - tick
     arch = {"sdf_hidden": sc.hidden, "sdf_layers": sc.layers, "sdf_freqs": sc.freqs, "pose_dim": sc.pose_dim,
             "color_hidden": sc.color_hidden, "color_layers": sc.color_layers, "color_freqs": sc.color_freqs,
             "skin_hidden": sk.hidden, "skin_layers": sk.layers, "skin_freqs": sk.freqs, "skin_knn": sk.knn,
             "skin_sigma": sk.sigma, "max_offset": ecfg.max_offset, "correction_spacing": ecfg.correction_spacing}
-    stats = {"train_frames": frames, "num_samples": int(keep.sum()), "cycle_err_mm_median": 1000 * err.median().item(),
+    stats = {"train_frames": frames, "train_clip_frames": [recon.frames[i].frame for i in frames],
+             "num_samples": int(keep.sum()), "cycle_err_mm_median": 1000 * err.median().item(),
              "final_losses": losses, "mesh_vertices": len(mesh.verts), "train_seconds": time.perf_counter() - t0,
              "phase_seconds": phase}
     avatar = Avatar(sdf, color, fc, mesh, rest.detach().clone(), W.clone(), betas, arch,
@@ -269,7 +245,8 @@ def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return out.round().astype(np.uint8) if img.dtype == np.uint8 else out.astype(img.dtype)
 
 
-def evaluate_holdout(avatar: Avatar, recon, tracks, held: list[int], body, cfg: AvatarConfig, logger=None,
+def evaluate_holdout(avatar: Avatar, recon: Recon, tracks: Tracks | None, held: list[int], body: BodyModel,
+                     cfg: AvatarConfig, logger: RunLogger | None = None,
                      out_dir: Path | None = None) -> dict:
     """Held-out metrics: Chamfer (cm) to the frames' reconstructions; PSNR/SSIM vs input frames in the mask."""
     from foundation.render import render_mesh
@@ -316,23 +293,21 @@ def evaluate_holdout(avatar: Avatar, recon, tracks, held: list[int], body, cfg: 
     return out
 
 
-def run_avatar(tracks, recon, cfg: AvatarConfig, body, out_dir: Path, logger) -> Avatar:
+def run_avatar(tracks: Tracks, recon: Recon, cfg: AvatarConfig, body: BodyModel, out_dir: Path,
+               logger: RunLogger | None = None) -> Avatar:
     """Stage entry (called by the pipeline): train on non-held-out frames, evaluate on held-out ones.
 
     Args:
         tracks: ``Tracks`` (images, masks, camera; may be None: no image metrics).
-        recon: ``Recon`` with per-frame clothed surfaces and refined params (B = #frames).
+        recon: ``Recon`` with per-frame clothed surfaces and refined params (one row per frame);
+            only its frames are used (frames without a person were never reconstructed).
         out_dir: the stage's temporary output directory (renders are written there).
     Returns:
         the trained :class:`Avatar` (the pipeline saves it into ``out_dir``).
     """
     from foundation.render import front_camera, render_mesh
 
-    n = len(recon.frames)
-    if n == 0:
-        raise ValueError("avatar stage: the reconstruction has no frames; check the recon stage output")
-    if recon.params.batch_size != n:
-        raise ValueError(f"avatar stage: recon has {n} frames but {recon.params.batch_size} parameter rows")
+    n = len(recon.frames)  # Recon guarantees n >= 1 and one parameter row per frame
     if recon.params.betas.shape[1] != body.num_betas:
         raise ValueError(f"avatar stage: recon betas have {recon.params.betas.shape[1]} entries, the body model "
                          f"{body.num_betas}; use the body model the reconstruction was made with")

@@ -5,7 +5,7 @@ Every stage receives a logger with ``log_scalars(dict, step)``, ``log_image(name
 :class:`LoggerConfig`:
 
 * ``backend="none"``: :class:`NullLogger` (tests, quick runs).
-* ``backend="wandb"``: :class:`RunLogger`.  ``mode="auto"`` (default) streams to wandb.ai when the
+* ``backend="wandb"``: :class:`WandbLogger`.  ``mode="auto"`` (default) streams to wandb.ai when the
   user is logged in (``wandb login`` / ``WANDB_API_KEY``) and the server answers, else writes
   ``<run_dir>/wandb/offline-run-*`` (upload later with ``wandb sync``); ``mode="offline"`` always
   writes offline; ``mode="online"`` is "auto" that warns when it has to fall back to offline.
@@ -20,15 +20,16 @@ import netrc
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoggerConfig", "NullLogger", "RunLogger", "make_logger", "wandb_logged_in", "wandb_reachable"]
+__all__ = ["LoggerConfig", "RunLogger", "NullLogger", "WandbLogger", "make_logger", "wandb_logged_in", "wandb_reachable"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoggerConfig:
     """Which run logger to build.
 
@@ -49,6 +50,21 @@ class LoggerConfig:
             raise ValueError(f"logger.backend must be 'wandb' or 'none', got {self.backend!r}")
         if self.mode not in ("offline", "online", "auto"):
             raise ValueError(f"logger.mode must be 'offline', 'online' or 'auto', got {self.mode!r}")
+
+
+@runtime_checkable
+class RunLogger(Protocol):
+    """What a stage may log to: scalars, images and meshes by step, and the end of the run."""
+
+    def log_scalars(self, scalars: dict, step: int | None = None) -> None: ...
+
+    def log_image(self, name: str, image: np.ndarray, step: int | None = None) -> None:
+        """``image``: (H, W, 3) uint8 RGB."""
+
+    def log_mesh(self, name: str, verts, faces, step: int | None = None) -> None:
+        """``verts``: (V, 3) float metres (world frame); ``faces``: (F, 3) integer."""
+
+    def finish(self) -> None: ...
 
 
 class NullLogger:
@@ -102,7 +118,7 @@ def _as_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-class RunLogger:
+class WandbLogger:
     """W&B run (offline by default) that also keeps images/meshes on disk.
 
     Args:
@@ -183,8 +199,8 @@ class RunLogger:
             self.run = None
 
 
-def make_logger(cfg: LoggerConfig, run_dir: str | Path) -> RunLogger | NullLogger:
+def make_logger(cfg: LoggerConfig, run_dir: str | Path) -> RunLogger:
     """Build the configured logger (``cfg.backend="none"`` -> :class:`NullLogger`)."""
     if cfg.backend == "none":
         return NullLogger()
-    return RunLogger(cfg, run_dir)
+    return WandbLogger(cfg, run_dir)

@@ -1,17 +1,19 @@
 """Run the stages in order, each cached on disk and written atomically.
 
-``run_pipeline(cfg)`` is what ``python -m avatar.run`` calls after Hydra composed ``conf/``;
-tests call it directly with a composed config.  Layout of a run directory::
+``run_pipeline(cfg)`` is what ``python -m avatar.run`` calls with the typed config Hydra composed
+(:class:`pipeline.config.PipelineConfig`); tests call it directly. Layout of a run directory::
 
     outputs/<name>/
+      config.yaml
       tracking/   Tracks (+ overlay.mp4)          DONE.json
-      recon/      Recon (per-frame .ply, normals) DONE.json
-      avatar/     Avatar (checkpoint, canonical mesh)
+      recon/      Recon (per-frame .ply, maps)    DONE.json
+      avatar/     Avatar (networks, canonical mesh)
       animation/  meshes/, avatar.glb, animation.mp4
 
 A stage directory with a ``DONE.json`` is loaded instead of recomputed; ``force=true`` (or
-``force=[recon,avatar]``) recomputes.  A stage is built in ``.<stage>.tmp-*`` and renamed
-into place only when it succeeded, so a crash or a bad input leaves nothing partial behind.
+``force=[recon,avatar]``) recomputes. A stage is built in ``.<stage>.tmp-*`` and renamed into place
+only when it succeeded (:func:`foundation.io.atomic.atomic_directory`), so a crash or a bad input
+leaves nothing partial behind.
 """
 
 from __future__ import annotations
@@ -20,44 +22,45 @@ import dataclasses
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from animation.motion import load_motion
+from animation.stage import AnimationResult, run_animation
+from avatar.artifact import Avatar
+from avatar.stage import run_avatar
+from foundation.body.model import build_body_model
+from foundation.logger import make_logger
+from pipeline.config import PipelineConfig
+from recon.artifact import Recon
+from recon.stage import run_recon
+from tracking.artifact import Tracks
+from tracking.stage import run_tracking
 
 log = logging.getLogger(__name__)
-A = TypeVar("A")
 
-STAGES = ("tracking", "recon", "avatar", "animation")
-
-
-def config_from(cls: type, node: Any):
-    """Build dataclass ``cls`` from a Hydra/OmegaConf node or dict (nested dataclasses included)."""
-    if hasattr(cls, "from_dict"):
-        return cls.from_dict(_plain(node))
-    d = _plain(node) or {}
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in d:
-            continue
-        v = d[f.name]
-        if dataclasses.is_dataclass(f.type) and isinstance(v, dict):
-            v = config_from(f.type, v)
-        kwargs[f.name] = v
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
-    return cls(**kwargs)
+__all__ = ["PipelineResult", "run_pipeline", "run_stage", "resolve_run_dir"]
 
 
-def _plain(node: Any):
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
+class Artifact(Protocol):
+    def save(self, directory: Path) -> None: ...
+
+
+A = TypeVar("A", bound=Artifact)
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """The artifacts of one run (None for a stage that was not asked for nor needed)."""
+
+    run_dir: Path
+    tracks: Tracks | None = None
+    recon: Recon | None = None
+    avatar: Avatar | None = None
+    animation: AnimationResult | None = None
 
 
 def _digest(obj: Any) -> str:
@@ -71,9 +74,13 @@ def run_stage(name: str, run_dir: Path, compute: Callable[[Path], A], load: Call
     Args:
         compute: ``compute(tmp_dir) -> artifact``; may write extra files into ``tmp_dir``.
         load: ``load(stage_dir) -> artifact``.
-        config: the stage's config (recorded in DONE.json; a change is reported, not acted on,
-            so a finished stage is never silently thrown away — use ``force``).
+        config: the stage's config (a dataclass or JSON-able; recorded in DONE.json; a change is
+            reported, not acted on, so a finished stage is never silently thrown away: use ``force``).
     """
+    from foundation.io.atomic import atomic_directory
+
+    if dataclasses.is_dataclass(config):
+        config = dataclasses.asdict(config)
     final = run_dir / name
     done = final / "DONE.json"
     digest = _digest(config)
@@ -84,133 +91,88 @@ def run_stage(name: str, run_dir: Path, compute: Callable[[Path], A], load: Call
                         "(add force=[%s] to recompute)", name, name)
         log.info("%s: cached in %s", name, final)
         return load(final)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob(f".{name}.tmp-*"):  # left by a killed run (SIGKILL skips ``finally``)
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=run_dir))
     t0 = time.perf_counter()
-    try:
+    with atomic_directory(final) as tmp:
         log.info("%s: running", name)
         artifact = compute(tmp)
         artifact.save(tmp)
         (tmp / "DONE.json").write_text(json.dumps(
             {"stage": name, "seconds": round(time.perf_counter() - t0, 2), "config_digest": digest,
              "config": config}, indent=2, default=str))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log.info("%s: done in %.1f s -> %s", name, time.perf_counter() - t0, final)
     return load(final)
 
 
-def _forced(cfg: DictConfig, stage: str) -> bool:
-    f = cfg.get("force", False)
-    if isinstance(f, bool):
-        return f
-    if isinstance(f, str):
-        return f == stage or f == "all"
-    return stage in list(f)
-
-
-def resolve_run_dir(cfg: DictConfig) -> Path:
-    if cfg.get("run_dir"):
+def resolve_run_dir(cfg: PipelineConfig) -> Path:
+    """``cfg.run_dir``, else ``output_root/<video stem>`` (``demo`` without a video)."""
+    if cfg.run_dir:
         return Path(cfg.run_dir)
-    name = Path(str(cfg.video)).stem if cfg.get("video") else "demo"
-    return Path(cfg.get("output_root", "outputs")) / name
+    return Path(cfg.output_root) / (Path(cfg.video).stem if cfg.video else "demo")
 
 
-def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
-    """Run (or resume) every stage listed in ``cfg.stages``; returns the artifacts by stage."""
+def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
+    """Run (or resume) every stage listed in ``cfg.stages`` and the earlier ones they need.
+
+    Raises:
+        FileNotFoundError: the video does not exist.  ValueError (and subclasses: VideoError,
+        NoPersonError, MotionError): bad input, with a message naming the file and what is wrong.
+    """
     import torch
+    from omegaconf import OmegaConf
 
-    from foundation.body import BodyModelConfig, build_body_model
-    from foundation.logger import LoggerConfig, make_logger
-
-    torch.manual_seed(int(cfg.get("seed", 0)))
-    stages = list(cfg.get("stages", STAGES))
-    bad = [s for s in stages if s not in STAGES]
-    if bad:
-        raise ValueError(f"unknown stages {bad}; choose from {list(STAGES)}")
-    video = cfg.get("video")
-    if video is not None and not Path(video).exists():
-        raise FileNotFoundError(f"video {video} does not exist")
+    torch.manual_seed(cfg.seed)
+    stages = set(cfg.stages)
+    if cfg.video is not None and not Path(cfg.video).exists():
+        raise FileNotFoundError(f"video {cfg.video} does not exist")
+    if "animation" in stages and cfg.motion is not None:  # a bad motion file fails now, not after the avatar
+        load_motion(cfg.motion, up=cfg.animation.up, fps=cfg.animation.motion_fps)
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    if video is None:
-        video = str(make_demo_video(run_dir / "demo_input", cfg))
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    video = Path(cfg.video) if cfg.video is not None else make_demo_video(run_dir / "demo_input", cfg)
 
-    body = build_body_model(config_from(BodyModelConfig, cfg.body))
-    logger = make_logger(config_from(LoggerConfig, cfg.logger), run_dir)
-    out: dict[str, Any] = {}
+    body = build_body_model(cfg.body)
+    logger = make_logger(cfg.logger, run_dir)
+    tracks = recon = avatar = animation = None
+    need_recon = bool(stages & {"recon", "avatar"})
+    need_avatar = bool(stages & {"avatar", "animation"})
     try:
-        if "tracking" in stages or any(s in stages for s in ("recon", "avatar")):
-            from tracking.artifact import Tracks
-            from tracking.stage import TrackingConfig, run_tracking
-
-            tcfg = config_from(TrackingConfig, cfg.tracking)
-            out["tracking"] = run_stage(
-                "tracking", run_dir, lambda d: run_tracking(video, tcfg, body, d, logger), Tracks.load,
-                force=_forced(cfg, "tracking"), config=_plain(cfg.tracking))
-        if "recon" in stages or "avatar" in stages:
-            from recon.artifact import Recon
-            from recon.stage import ReconConfig, run_recon
-
-            rcfg = config_from(ReconConfig, cfg.recon)
-            out["recon"] = run_stage(
+        if "tracking" in stages or need_recon:
+            tracks = run_stage("tracking", run_dir, lambda d: run_tracking(video, cfg.tracking, body, d, logger),
+                               Tracks.load, force=cfg.forced("tracking"), config=cfg.tracking)
+        if need_recon:
+            recon = run_stage(
                 "recon", run_dir,
-                lambda d: run_recon(out["tracking"], rcfg, body, d, logger, cache_dir=run_dir / ".recon_frames"),
-                Recon.load,
-                force=_forced(cfg, "recon"), config=_plain(cfg.recon))
-        if "avatar" in stages or "animation" in stages:
-            from avatar.artifact import Avatar
-            from avatar.stage import AvatarConfig, run_avatar
+                lambda d: run_recon(tracks, cfg.recon, body, d, logger, cache_dir=run_dir / ".recon_frames"),
+                Recon.load, force=cfg.forced("recon"), config=cfg.recon)
+        if need_avatar:
+            def compute_avatar(d: Path) -> Avatar:
+                t = tracks if tracks is not None else Tracks.load(run_dir / "tracking")
+                r = recon if recon is not None else Recon.load(run_dir / "recon")
+                return run_avatar(t, r, cfg.avatar, body, d, logger)
 
-            acfg = config_from(AvatarConfig, cfg.avatar)
-            out["avatar"] = run_stage(
-                "avatar", run_dir,
-                lambda d: run_avatar(out.get("tracking") or _load("tracking", run_dir),
-                                     out.get("recon") or _load("recon", run_dir), acfg, body, d, logger),
-                Avatar.load, force=_forced(cfg, "avatar"), config=_plain(cfg.avatar))
+            avatar = run_stage("avatar", run_dir, compute_avatar, Avatar.load, force=cfg.forced("avatar"),
+                               config=cfg.avatar)
         if "animation" in stages:
-            from animation.stage import AnimationConfig, AnimationResult, run_animation
-
-            motion = cfg.get("motion")
-            if motion is None:
-                motion = str(make_demo_motion(run_dir / "demo_input" / "motion.npz"))
-            ncfg = config_from(AnimationConfig, cfg.animation)
-            out["animation"] = run_stage(
-                "animation", run_dir, lambda d: run_animation(out["avatar"], motion, ncfg, body, d, logger),
-                AnimationResult.load, force=_forced(cfg, "animation"),
-                config={**_plain(cfg.animation), "motion": str(motion)})
+            motion = Path(cfg.motion) if cfg.motion is not None else make_demo_motion(run_dir / "demo_input" / "motion.npz")
+            animation = run_stage(
+                "animation", run_dir, lambda d: run_animation(avatar, motion, cfg.animation, body, d, logger),
+                AnimationResult.load, force=cfg.forced("animation"),
+                config={**dataclasses.asdict(cfg.animation), "motion": str(motion)})
     finally:
         logger.finish()
     log.info("finished: %s", run_dir)
-    return out
+    return PipelineResult(run_dir, tracks, recon, avatar, animation)
 
 
-def _load(stage: str, run_dir: Path):
-    if stage == "tracking":
-        from tracking.artifact import Tracks
-
-        return Tracks.load(run_dir / stage)
-    from recon.artifact import Recon
-
-    return Recon.load(run_dir / stage)
-
-
-def make_demo_video(directory: Path, cfg: DictConfig) -> Path:
+def make_demo_video(directory: Path, cfg: PipelineConfig) -> Path:
     """The embedded default input: a short synthetic clip of a clothed Anny subject."""
     from synthetic.video import make_synthetic_video
 
-    demo = cfg.get("demo", {}) or {}
     path = directory / "clip.mp4"
     if not path.exists():
         log.info("no video given: rendering the synthetic demo clip %s", path)
-        make_synthetic_video(directory, num_frames=int(demo.get("num_frames", 24)), seed=int(demo.get("seed", 0)))
+        make_synthetic_video(directory, num_frames=cfg.demo.num_frames, seed=cfg.demo.seed)
     return path
 
 

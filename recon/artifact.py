@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 import trimesh
 
 from foundation.body.params import SMPLXParams
 from foundation.io.atomic import atomic_path, atomic_write_json
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class FrameRecon:
     """One frame's clothed surface in the world (SMPL-X) frame.
 
@@ -34,13 +35,47 @@ class FrameRecon:
         return trimesh.Trimesh(self.verts, self.faces, vertex_colors=self.colors, process=False)
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Recon:
-    """All frames' reconstructions plus the refined body parameters (B = number of frames)."""
+    """The reconstructed frames of a clip, keyed by frame index, with their refined body parameters.
 
-    frames: list[FrameRecon]
+    Attributes:
+        frames: one :class:`FrameRecon` per reconstructed frame, in increasing ``frame`` order
+            (frames without a person, or not asked for, are absent).
+        params: SMPLXParams with exactly one row per entry of ``frames`` (B = len(frames)): row k is
+            the ICON-refined body of ``frames[k]``.
+        stats: per-stage statistics (JSON-able).
+    """
+
+    frames: tuple[FrameRecon, ...]
     params: SMPLXParams
     stats: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frames", tuple(self.frames))
+        idx = [fr.frame for fr in self.frames]
+        if not idx:
+            raise ValueError("Recon: no reconstructed frame")
+        if any(b <= a for a, b in zip(idx, idx[1:])):
+            raise ValueError(f"Recon: frame indices must be strictly increasing, got {idx}")
+        if self.params.batch_size != len(idx):
+            raise ValueError(f"Recon: {len(idx)} frames but {self.params.batch_size} parameter rows; "
+                             "there must be exactly one row per reconstructed frame")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def frame_indices(self) -> list[int]:
+        """Clip frame index of each entry (into the tracked, sampled frames)."""
+        return [fr.frame for fr in self.frames]
+
+    def index(self, frame: int) -> int:
+        """Position of clip frame ``frame`` in :attr:`frames` (KeyError if it was not reconstructed)."""
+        try:
+            return self.frame_indices.index(int(frame))
+        except ValueError:
+            raise KeyError(f"frame {frame} was not reconstructed (have {self.frame_indices})") from None
 
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
@@ -66,4 +101,8 @@ class Recon:
             wp = d / f"frame_{f:04d}_color_weight.npy"
             cw = np.load(wp) if wp.exists() else None
             frames.append(FrameRecon(np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int64), colors, f, cw))
-        return Recon(frames, SMPLXParams.load(d / "params.npz"), meta.get("stats", {}))
+        params = SMPLXParams.load(d / "params.npz")
+        idx = [fr.frame for fr in frames]
+        if params.batch_size != len(idx) and params.batch_size > max(idx):
+            params = params[torch.tensor(idx)]  # a stage written before v0.2 kept one row per clip frame
+        return Recon(frames, params, meta.get("stats", {}))

@@ -7,11 +7,12 @@ it only learns how far the clothed surface sits from the body along the predicte
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from foundation.config import build
 from recon.features import FEATURE_DIM
 from recon.normal_net import load_into, load_state
 
@@ -30,13 +31,6 @@ class ImplicitConfig:
 
     hidden: tuple[int, ...] = (128, 256, 128)
     sdf_scale: float = 5.0
-
-    @staticmethod
-    def from_dict(d: dict) -> "ImplicitConfig":
-        d = dict(d)
-        if "hidden" in d:
-            d["hidden"] = tuple(int(h) for h in d["hidden"])
-        return ImplicitConfig(**d)
 
 
 class ImplicitNet(nn.Module):
@@ -74,7 +68,7 @@ def occupancy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def load_implicit(path, device=None) -> ImplicitNet:
     """Build an :class:`ImplicitNet` from its safetensors checkpoint + JSON sidecar, eval mode."""
     state, meta = load_state(path, "implicit")
-    cfg = ImplicitConfig.from_dict(meta.get("config", {}))
+    cfg = build(ImplicitConfig, meta.get("config"))
     model = ImplicitNet(cfg)
     load_into(model, state, path, "implicit")
     return model.to(device).eval()

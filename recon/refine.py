@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 __all__ = ["RefineConfig", "refine_body", "refine_loss", "render_body"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class RefineConfig:
     """Body refinement settings.
 

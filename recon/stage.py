@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ from tqdm import tqdm
 
 from foundation.body.model import BodyModel
 from foundation.body.params import SMPLXParams
+from foundation.camera import Camera
+from foundation.logger import RunLogger
 from recon.artifact import FrameRecon, Recon
 from recon.features import point_features
 from recon.implicit import ImplicitNet, load_implicit
@@ -25,10 +27,11 @@ from recon.mesh import ExtractConfig, color_confidence, extract_surface, vertex_
 from recon.normal_net import NormalNet, load_normal_net
 from recon.refine import RefineConfig, refine_body
 from recon.views import FrameView, predict_clothed, prepare_view
+from tracking.artifact import Tracks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconConfig", "FrameCache", "cache_key", "run_recon", "reconstruct_frame", "load_models", "silhouette_carver", "CHECKPOINT_DIR"]
+__all__ = ["ReconConfig", "FrameResult", "FrameCache", "cache_key", "run_recon", "reconstruct_frame", "load_models", "silhouette_carver", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_NORMAL_NET = "normal_net.safetensors"
@@ -37,7 +40,7 @@ DEFAULT_IMPLICIT = "implicit.safetensors"
 REFINED_PARAMS = ("global_orient", "body_pose", "betas", "transl")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReconConfig:
     """Recon stage settings.
 
@@ -69,21 +72,6 @@ class ReconConfig:
     save_maps: bool = True
     resume: bool = True
 
-    @staticmethod
-    def from_dict(d: dict | None) -> "ReconConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(ReconConfig)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"ReconConfig: unknown keys {sorted(unknown)} (known: {sorted(known)})")
-        if isinstance(d.get("refine"), dict):
-            d["refine"] = RefineConfig(**d["refine"])
-        if isinstance(d.get("extract"), dict):
-            d["extract"] = ExtractConfig(**d["extract"])
-        if d.get("frames") is not None:
-            d["frames"] = [int(x) for x in d["frames"]]
-        return ReconConfig(**d)
-
 
 def resolve_checkpoint(path: str | None, default: str) -> Path:
     """A user path (absolute, cwd-relative or package-relative) or the committed default."""
@@ -105,18 +93,31 @@ def load_models(cfg: ReconConfig) -> tuple[NormalNet, ImplicitNet]:
     return net, imp
 
 
-def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera, params: SMPLXParams, body: BodyModel,
-                      net: NormalNet, implicit: ImplicitNet, cfg: ReconConfig
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, SMPLXParams, FrameView, dict]:
+@dataclass(frozen=True, eq=False)
+class FrameResult:
+    """What :func:`reconstruct_frame` returns for one frame.
+
+    Attributes:
+        verts: (N, 3) float32 world metres.  faces: (M, 3) int64.  colors: (N, 3) uint8 RGB from the frame.
+        params: the ICON-refined body (B = 1, on the CPU).  view: the final crop with its body and
+            predicted clothed normal maps.  stats: per-frame numbers (losses, timings, vertex count).
+    """
+
+    verts: np.ndarray
+    faces: np.ndarray
+    colors: np.ndarray
+    params: SMPLXParams
+    view: FrameView
+    stats: dict
+
+
+def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, params: SMPLXParams, body: BodyModel,
+                      net: NormalNet, implicit: ImplicitNet, cfg: ReconConfig) -> FrameResult:
     """Reconstruct one frame.
 
     Args:
         image: (H, W, 3) uint8 RGB.  mask: (H, W) float in [0, 1].  camera: full-frame camera.
         params: SMPLXParams with B = 1 (tracked).  body: body model.  net, implicit: the networks.
-
-    Returns:
-        verts (N, 3) float32 world metres, faces (M, 3) int64, colors (N, 3) uint8, refined params (B = 1),
-        the final view (crop + maps) and per-frame stats.
     """
     dev = torch.device(cfg.device)
     faces = body.faces.to(dev)
@@ -147,7 +148,7 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera, params: SMPLX
     t2 = time.perf_counter()
     stats.update(estats)
     stats.update({"time_refine_s": t1 - t0, "time_extract_s": t2 - t1, "num_verts": int(len(v))})
-    return v, f, colors, params.detach().to("cpu"), view, stats
+    return FrameResult(v, f, colors, params.detach().to("cpu"), view, stats)
 
 
 def silhouette_carver(mask: np.ndarray, camera, dilate_px: int, device=None):
@@ -263,7 +264,7 @@ def cache_key(tracks, cfg: ReconConfig) -> str:
     return h.hexdigest()[:16]
 
 
-def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, logger=None,
+def run_recon(tracks: Tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, logger: RunLogger | None = None,
               cache_dir: str | Path | None = None) -> Recon:
     """Run ICON on every (valid) frame of a clip.
 
@@ -276,8 +277,8 @@ def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, lo
             once every frame is done; None = no cache.
 
     Returns:
-        :class:`Recon` with one :class:`FrameRecon` per reconstructed frame (world frame) and the
-        refined parameters (B = T; frames not reconstructed keep their tracked parameters).
+        :class:`Recon` with one :class:`FrameRecon` per reconstructed frame (world frame, increasing
+        frame index) and exactly one refined parameter row per reconstructed frame.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +287,7 @@ def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, lo
                          f"stage got a {body.name!r} body model; use the same body config for both stages")
     net, implicit = load_models(cfg)
     T = len(tracks)
-    frames = list(range(T)) if cfg.frames is None else list(cfg.frames)
+    frames = list(range(T)) if cfg.frames is None else sorted(set(int(i) for i in cfg.frames))
     bad = [i for i in frames if not 0 <= i < T]
     if bad:
         raise ValueError(f"ReconConfig.frames: indices {bad} outside the clip's {T} frames")
@@ -313,10 +314,11 @@ def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, lo
                 shutil.copyfile(png_path, out_dir / f"maps_{i:04d}.png")
         else:
             t_frame = time.perf_counter()
-            v, f, c, p, view, st = reconstruct_frame(tracks.images[i], tracks.masks[i], tracks.camera, params[i],
-                                                     body, net, implicit, cfg)
-            fr = FrameRecon(v, f, c, int(i), color_confidence(v, f, tracks.camera, tracks.masks[i]))
-            rows = {k: getattr(p, k) for k in REFINED_PARAMS}
+            res = reconstruct_frame(tracks.images[i], tracks.masks[i], tracks.camera, params[i],
+                                    body, net, implicit, cfg)
+            v, f, view, st = res.verts, res.faces, res.view, res.stats
+            fr = FrameRecon(v, f, res.colors, int(i), color_confidence(v, f, tracks.camera, tracks.masks[i]))
+            rows = {k: getattr(res.params, k) for k in REFINED_PARAMS}
             if logger is not None:
                 logger.log_scalars({f"recon/{k}": float(val) for k, val in st.items()}, step=int(i))
                 if i == frames[0]:
@@ -343,7 +345,7 @@ def run_recon(tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, lo
     log.info("recon: %d frames (%d computed now%s)", len(out), n_new, f", {spf:.2f} s/frame" if secs else "")
     if cache is not None:
         cache.clear()
-    return Recon(out, params, stats)
+    return Recon(tuple(out), params[torch.tensor(frames)], stats)
 
 
 def _plain(cfg: ReconConfig) -> dict:

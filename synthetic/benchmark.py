@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from foundation.body.model import BodyModel, build_body_model
+from foundation.io.atomic import atomic_directory
 from synthetic.sample import SampleConfig, SyntheticSample, make_synthetic_sample
 from synthetic.video import SyntheticVideo, VideoSpec, make_synthetic_video
 
@@ -101,17 +100,8 @@ def load_or_make_benchmark(root: str | Path = "data/benchmark", spec: BenchmarkS
     if not _done(root, spec):
         log.info("building the synthetic benchmark set in %s (first use)", root)
         body = build_body_model() if body is None else body
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp", dir=root.parent))
-        try:
-            with torch.no_grad():
-                _build(tmp, spec, body)
-            if root.exists():
-                shutil.rmtree(root)
-            tmp.rename(root)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_directory(root) as tmp, torch.no_grad():
+            _build(tmp, spec, body)
     samples = [SyntheticSample.load(root / "recon" / f"sample_{i:03d}.npz") for i in range(spec.num_samples)]
     video = SyntheticVideo.load(root / "video")
     heldout = SyntheticVideo.load(root / "heldout")

@@ -86,8 +86,8 @@ def main(argv=None) -> None:
         gv, gf = np.asarray(s.clothed_verts), np.asarray(s.clothed_faces)
         fitted = perturb_params(gt, rng, NoiseConfig())
         t0 = time.perf_counter()
-        v, f, _, p, view, st = reconstruct_frame(s.image, np.asarray(s.mask, np.float32), s.camera, fitted, body,
-                                                 net, imp, cfg)
+        res = reconstruct_frame(s.image, np.asarray(s.mask, np.float32), s.camera, fitted, body, net, imp, cfg)
+        v, f, view = res.verts, res.faces, res.view
         dt = time.perf_counter() - t0
         with torch.no_grad():
             bv = body(fitted).vertices[0].numpy()

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from foundation.body import build_body_model  # noqa: E402
 from tracking.fit import pa_mpjpe  # noqa: E402
 from tracking.overlay import render_body  # noqa: E402
+from foundation.config import build  # noqa: E402
 from tracking.stage import TrackingConfig, body_vertices, run_tracking  # noqa: E402
 
 
@@ -134,7 +135,7 @@ def main() -> None:
         for k in path:
             node = node.setdefault(k, {})
         node[last] = json.loads(val) if val not in ("None", "null") else None
-    cfg = TrackingConfig.from_dict(d)
+    cfg = build(TrackingConfig, d)
 
     work = Path(tempfile.mkdtemp(prefix="bench_tracking_"))
     runs = []

@@ -13,7 +13,7 @@ from foundation.camera import Camera
 from foundation.io.atomic import atomic_save_npz, atomic_write_json
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Tracks:
     """Per-frame SMPL-X fit of one clip (T sampled frames).
 

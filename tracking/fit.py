@@ -25,7 +25,6 @@ sits near the world origin. A tilted real camera shows up as a tilted body orien
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -38,6 +37,7 @@ import torch
 from foundation.body.model import BodyModel
 from foundation.body.params import SMPLXParams
 from foundation.camera import Camera
+from foundation.threads import torch_threads
 from tracking.fit_body import (  # noqa: F401  (re-exported: the fitter's public names)
     FIT_JOINTS, GLOBAL_GROUPS, KEYPOINT_NAMES, KEYPOINTS, MARKERS, FitBody, project, project_keypoints,
 )
@@ -202,17 +202,6 @@ class FitResult:
     joints2d: np.ndarray
     losses: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run a block with ``n`` torch intra-op threads (restored afterwards)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def default_camera(image_size: tuple[int, int], cfg: FitConfig) -> Camera:

@@ -15,7 +15,6 @@ Bad input (the pipeline renames ``out_dir`` only on success, so nothing partial 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,9 +24,11 @@ import numpy as np
 import torch
 
 from foundation.body.model import BodyModel
+from foundation.logger import RunLogger
 from tracking.artifact import Tracks
 from tracking.detect import DetectConfig, Detections, detect_person
-from tracking.fit import FitConfig, FitTargets, fit_clip, torch_threads
+from foundation.threads import torch_threads
+from tracking.fit import FitConfig, FitTargets, fit_clip
 from tracking.overlay import OverlayConfig, overlay_frames
 from foundation.io.video import VideoConfig, read_video, write_video
 
@@ -55,26 +56,6 @@ class TrackingConfig:
     write_overlay: bool = True
     log_frames: int = 4
 
-    @staticmethod
-    def from_dict(d: dict | None) -> "TrackingConfig":
-        """Build from a plain (nested) dict, e.g. ``OmegaConf.to_container(cfg.tracking)``."""
-        d = dict(d or {})
-        nested = {"video": VideoConfig, "detect": DetectConfig, "fit": FitConfig, "overlay": OverlayConfig}
-        known = {f.name for f in dataclasses.fields(TrackingConfig)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"TrackingConfig: unknown keys {sorted(unknown)} (known: {sorted(known)})")
-        kw = {}
-        for k, v in d.items():
-            if k in nested and isinstance(v, dict):
-                sub = nested[k]
-                bad = set(v) - {f.name for f in dataclasses.fields(sub)}
-                if bad:
-                    raise ValueError(f"TrackingConfig.{k}: unknown keys {sorted(bad)}")
-                v = sub(**v)
-            kw[k] = v
-        return TrackingConfig(**kw)
-
 
 def body_vertices(body: BodyModel, params, chunk: int = 32) -> torch.Tensor:
     """(T, V, 3) posed vertices, world frame, evaluated in chunks of frames."""
@@ -83,7 +64,7 @@ def body_vertices(body: BodyModel, params, chunk: int = 32) -> torch.Tensor:
 
 
 def run_tracking(video_path: str | Path, cfg: TrackingConfig, body: BodyModel, out_dir: str | Path,
-                 logger=None) -> Tracks:
+                 logger: RunLogger | None = None) -> Tracks:
     """Track one person through a clip.
 
     Args:

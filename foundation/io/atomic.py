@@ -1,10 +1,11 @@
-"""Atomic writes: a stage's output either exists whole or not at all."""
+"""Atomic writes of files and directories: an output either exists whole or not at all."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,29 @@ def atomic_path(path: str | Path, suffix: str | None = None):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path):
+    """Yield an empty temporary directory beside ``path``; on success it replaces ``path`` whole.
+
+    The temporary directory is ``<parent>/.<name>.tmp-*``; on an exception (or ``SystemExit``) it is
+    removed and ``path`` is left as it was. Left-overs of a killed process (SIGKILL skips the
+    clean-up) are removed when the same ``path`` is next written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_save_npz(path: str | Path, **arrays) -> None:

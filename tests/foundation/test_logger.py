@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from foundation.logger import LoggerConfig, NullLogger, RunLogger, make_logger
+from foundation.logger import LoggerConfig, NullLogger, RunLogger, WandbLogger, make_logger
 
 
 def test_null_logger_accepts_everything(tmp_path):
@@ -27,7 +27,7 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     # online without credentials falls back to offline (never blocks on a login prompt)
     lg = make_logger(LoggerConfig(mode="online", name="t"), tmp_path)
-    assert isinstance(lg, RunLogger) and lg.mode == "offline"
+    assert isinstance(lg, WandbLogger) and isinstance(lg, RunLogger) and lg.mode == "offline"
     lg.log_scalars({"loss": 0.5}, step=1)
     lg.log_image("avatar/img", np.full((8, 8, 3), 128, np.uint8), step=1)
     lg.log_mesh("avatar/mesh", np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]))

@@ -10,7 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pipeline.runner import config_from, resolve_run_dir, run_stage
+from pipeline.config import PipelineConfig, pipeline_config, register_configs
+from pipeline.runner import resolve_run_dir, run_stage
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -96,39 +97,76 @@ run_stage("s", pathlib.Path({str(tmp_path / "run")!r}), compute, None, force=Fal
     assert list((tmp_path / "run").iterdir()) == []
 
 
-def test_config_from_rejects_unknown_keys():
-    @dataclass
-    class C:
-        a: int = 1
-
-    assert config_from(C, {"a": 3}).a == 3
-    with pytest.raises(ValueError, match="unknown config keys"):
-        config_from(C, {"b": 3})
+def _compose(*overrides):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("overrides", [[], ["body=smplx", "body.model_path=x.npz"], ["+experiment=fast"],
                                        ["logger=none"]])
-def test_every_config_composes(overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    OmegaConf.to_container(cfg, resolve=False)
-    for stage in ("tracking", "recon", "avatar", "animation", "body", "logger"):
-        assert stage in cfg
+def test_every_config_composes_into_the_typed_config(overrides):
+    cfg = pipeline_config(_compose(*overrides))
+    assert isinstance(cfg, PipelineConfig)
     assert resolve_run_dir(cfg).name == "demo"
+    if "+experiment=fast" in overrides:
+        assert cfg.avatar.fast and cfg.recon.extract.fine_res == 128 and cfg.demo.num_frames == 8
+    if "logger=none" in overrides:
+        assert cfg.logger.backend == "none"
 
 
-def test_stage_configs_build_dataclasses():
-    from foundation.body import BodyModelConfig
-
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["video=some/clip.mp4"])
-    assert resolve_run_dir(cfg) == Path("outputs/clip")
-    assert config_from(BodyModelConfig, cfg.body).backend == "anny"
+def test_typed_config_holds_the_stage_dataclasses():
     from animation.stage import AnimationConfig
     from avatar.stage import AvatarConfig
+    from foundation.body import BodyModelConfig
     from recon.stage import ReconConfig
     from tracking.stage import TrackingConfig
 
-    for cls, node in ((TrackingConfig, cfg.tracking), (ReconConfig, cfg.recon), (AvatarConfig, cfg.avatar),
-                      (AnimationConfig, cfg.animation)):
-        config_from(cls, node)
+    cfg = pipeline_config(_compose("video=some/clip.mp4", "recon.frames=[3,1]", "tracking.fit.iters_pose=7"))
+    assert resolve_run_dir(cfg) == Path("outputs/clip")
+    assert isinstance(cfg.body, BodyModelConfig) and cfg.body.backend == "anny"
+    assert isinstance(cfg.tracking, TrackingConfig) and cfg.tracking.fit.iters_pose == 7
+    assert isinstance(cfg.recon, ReconConfig) and cfg.recon.frames == [3, 1]
+    assert isinstance(cfg.avatar, AvatarConfig) and isinstance(cfg.animation, AnimationConfig)
+    # the library defaults are the config defaults: conf/ repeats none of them
+    assert cfg.tracking == TrackingConfig(fit=cfg.tracking.fit) and cfg.avatar == AvatarConfig()
+
+
+@pytest.mark.parametrize("override", ["tracking.fitt.iters_pose=3", "recon.extract.bandd=0.2", "avatar.sdf.nope=1",
+                                      "animation.fpss=3", "body.foo=1", "vidoe=x.mp4"])
+def test_unknown_keys_are_rejected_at_every_level(override):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        _compose(override)
+
+
+@pytest.mark.parametrize("override", ["tracking.fit.iters_pose=abc", "recon.extract.band=wide", "avatar.fast=maybe",
+                                      "seed=x"])
+def test_wrong_types_are_rejected(override):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        _compose(override)
+
+
+def test_bad_stage_names_are_rejected():
+    with pytest.raises(ValueError, match="unknown"):
+        pipeline_config(_compose("stages=[tracking,recno]"))
+    with pytest.raises(ValueError, match="force"):
+        pipeline_config(_compose("force=[avtar]"))
+    cfg = pipeline_config(_compose("force=[recon,avatar]"))
+    assert cfg.forced("recon") and not cfg.forced("tracking")
+
+
+def test_build_validates_plain_dicts():
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    from foundation.config import build
+    from tracking.stage import TrackingConfig
+
+    assert build(TrackingConfig, {"fit": {"iters_pose": 5}}).fit.iters_pose == 5
+    with pytest.raises(ConfigKeyError):
+        build(TrackingConfig, {"fit": {"w_nothing": 1.0}})
+    with pytest.raises(ValidationError):
+        build(TrackingConfig, {"fit": {"iters_pose": "many"}})

@@ -146,20 +146,6 @@ def test_run_recon_roundtrip(anny_body, tiny_tracks, tmp_path):
     assert torch.allclose(back.params.transl, rec.params.transl)
 
 
-def test_config_yaml_matches_dataclass():
-    from pathlib import Path
-
-    import yaml
-
-    from recon.stage import ReconConfig
-
-    d = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf/recon/default.yaml").read_text())
-    cfg = ReconConfig.from_dict(d)
-    assert cfg == ReconConfig()
-    with pytest.raises(ValueError, match="unknown keys"):
-        ReconConfig.from_dict({"bogus": 1})
-
-
 def test_run_recon_resumes_after_crash(anny_body, tiny_tracks, tmp_path, monkeypatch):
     """A crash on frame 1 keeps frame 0; the rerun computes only frame 1, gives the same result as an
     uninterrupted run, and clears the cache.  Another config never reuses the cached frames."""

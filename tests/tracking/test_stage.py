@@ -12,6 +12,7 @@ from tracking.artifact import Tracks
 from tracking.detect import NoPersonError
 from tracking.fit import FitConfig, default_camera
 from tracking.overlay import OverlayConfig, render_body
+from foundation.config import build
 from tracking.stage import TrackingConfig, run_tracking
 from foundation.io.video import VideoError, read_video, write_video
 
@@ -64,7 +65,7 @@ def clip(anny_body, tmp_path_factory):
 
 
 def small_cfg(**kw) -> TrackingConfig:
-    return TrackingConfig.from_dict({
+    return build(TrackingConfig, {
         "fit": {"iters_global": 30, "iters_pose": 100, "iters_silhouette": 15, "progress": False},
         "overlay": {"max_side": 256}, "log_frames": 2, **kw,
     })
@@ -97,24 +98,6 @@ def test_run_tracking_roundtrip_and_overlay(clip, anny_body, tmp_path):
     assert (tmp_path / "tracking" / "detections.npz").exists()
     assert len(log.images) == 2 and log.images[0][1].dtype == np.uint8
     assert log.scalars["tracking/fps"] > 0
-
-
-def test_config_from_dict_rejects_unknown_keys():
-    with pytest.raises(ValueError, match="unknown keys"):
-        TrackingConfig.from_dict({"fitt": {}})
-    with pytest.raises(ValueError, match="fit: unknown keys"):
-        TrackingConfig.from_dict({"fit": {"w_nothing": 1.0}})
-    cfg = TrackingConfig.from_dict({"fit": {"iters_pose": 5}, "overlay": {"alpha": 0.2}})
-    assert cfg.fit.iters_pose == 5 and cfg.overlay == OverlayConfig(alpha=0.2)
-
-
-def test_conf_yaml_matches_config():
-    from pathlib import Path
-
-    import yaml
-
-    d = yaml.safe_load((Path(__file__).parents[2] / "conf" / "tracking" / "default.yaml").read_text())
-    assert TrackingConfig.from_dict(d) == TrackingConfig()
 
 
 def test_bad_inputs(anny_body, tmp_path):
