@@ -193,12 +193,20 @@ def read_glb_json(path: str | Path) -> tuple[dict, bytes]:
 
 
 # ---------------------------------------------------------------------------------------------- video
-def render_sequence(verts: torch.Tensor, faces: torch.Tensor, colors, camera, shading: str = "lambert"
-                    ) -> np.ndarray:
-    """(T, H, W, 3) uint8 frames of the posed sequence ``verts`` (T, V, 3) from ``camera`` (project ray caster)."""
+def render_sequence(verts: torch.Tensor, faces: torch.Tensor, colors, camera, shading: str = "lambert",
+                    **render_kw) -> np.ndarray:
+    """Video frames of a posed sequence (the project renderer, :func:`foundation.render.render_mesh`).
+
+    Args:
+        verts: (T, V, 3) world metres; faces: (F, 3); colors: (V, 3) uint8 (torch or numpy) or None (grey).
+        camera: the view (H x W); shading: ``"lambert"``, ``"flat"`` or ``"normals"``.
+        render_kw: further :func:`foundation.render.render_mesh` options (light, background, ssaa, ...).
+
+    Returns:
+        (T, H, W, 3) uint8 frames.
+    """
     from foundation.render import render_mesh
 
-    col = torch.as_tensor(np.asarray(colors)) if colors is not None else None
-    frames = [render_mesh(verts[t], faces, camera, col, shading=shading)[0]
+    frames = [render_mesh(verts[t], faces, camera, colors, shading=shading, **render_kw)[0]
               for t in tqdm(range(verts.shape[0]), desc="animation: render", leave=False)]
     return np.stack(frames)

@@ -145,7 +145,15 @@ class MeshSDF:
         self._faces_i32 = self.faces.to(torch.int32).reshape(-1).contiguous()
 
     def query(self, points: torch.Tensor, max_dist: float = 1.0e6) -> SDFQuery:
-        """Signed distance of (N, 3) points (same frame and device as the mesh); see :class:`SDFQuery`."""
+        """Signed distance of (N, 3) points (same frame and device as the mesh), no gradients.
+
+        Args:
+            points: (N, 3) float query points.
+            max_dist: search radius, metres (every point must have a face within it).
+
+        Returns:
+            :class:`SDFQuery` with ``sdf`` (N,), ``closest`` (N, 3), ``face_idx`` (N,), ``bary`` (N, 3).
+        """
         init_warp()
         mesh = get_mesh(self.verts, self.faces)
         pts = points.detach().float().contiguous()
@@ -166,7 +174,14 @@ class MeshSDF:
 
 
 def component_labels(faces: np.ndarray, num_verts: int) -> np.ndarray:
-    """(F,) connected-component label of every face (faces connected through shared vertices)."""
+    """Connected components of a mesh (faces connected through shared vertices).
+
+    Args:
+        faces: (F, 3) integer vertex indices; num_verts: V.
+
+    Returns:
+        (F,) integer component label of every face.
+    """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -178,7 +193,14 @@ def component_labels(faces: np.ndarray, num_verts: int) -> np.ndarray:
 
 
 def largest_component(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the connected component with the most faces; drop unused vertices."""
+    """Keep the connected component with the most faces; drop unused vertices.
+
+    Args:
+        verts: (V, 3) vertices (any frame); faces: (F, 3) integer indices.
+
+    Returns:
+        verts (V', 3) (same frame and dtype) and faces (F', 3) re-indexed into them.
+    """
     flab = component_labels(faces, verts.shape[0])
     faces = faces[flab == np.bincount(flab).argmax()]
     used = np.zeros(verts.shape[0], bool)

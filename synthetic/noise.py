@@ -43,7 +43,17 @@ def _fbm_multi_kernel(
 
 def fbm_multi(p: torch.Tensor, freqs: list[float], seeds: list[int], where: torch.Tensor, octaves: int = 2,
               gain: float = 0.5) -> torch.Tensor:
-    """:func:`fbm` of G fields at once, computed only where ``where`` (N, G) is > 0 (0 elsewhere): (N, G)."""
+    """:func:`fbm` of G fields at once, each computed only where it is wanted.
+
+    Args:
+        p: (N, 3) points, metres (any frame; the noise is a fixed function of the coordinates).
+        freqs: G base frequencies, 1/metres; seeds: G integer seeds (one field each).
+        where: (N, G) float; field g is evaluated at point i only where ``where[i, g] > 0``.
+        octaves, gain: as in :func:`fbm`.
+
+    Returns:
+        (N, G) float32 values, roughly in [-1, 1], 0 where ``where <= 0``; same device as ``p``.
+    """
     init_warp()
     pts = p.detach().float().contiguous()
     G = len(freqs)
@@ -74,5 +84,6 @@ def fbm(p: torch.Tensor, freq: float, seed: int = 0, octaves: int = 2, gain: flo
 
 
 def perlin(p: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Single-octave noise with unit feature size: (N, 3) -> (N,) in about [-1, 1]."""
+    """Single-octave noise with unit feature size: (N, 3) points (metres, any frame) -> (N,) float32 in
+    about [-1, 1]."""
     return fbm(p, 1.0, seed, octaves=1)

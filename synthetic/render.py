@@ -1,9 +1,13 @@
-"""Rendering of the synthetic people on the project's ray caster (:mod:`foundation.geometry.raycast`):
-Lambert-shaded RGB with vertex colours (barycentric interpolation at the hit), anti-aliased by
-supersampling, random backgrounds, and the ICON-style orthographic crop camera.
+"""Rendering of the synthetic people: thin uses of the project renderer (:mod:`foundation.render`) with
+the training-data lighting (Lambert with ambient, a fill light opposite the key light, optional
+specular; vertex colours interpolated at the hit; anti-aliased by supersampling), random
+backgrounds, and the ICON-style orthographic crop camera.
 
 Normal maps are :func:`foundation.geometry.raycast.render_normal_maps` (view frame: +X right, +Y up, +Z
 towards the viewer, zero off the mask; the back map holds the LAST hit along each front ray).
+
+The renders feed the training data of committed checkpoints and the cached benchmark set: keep
+:func:`render_rgb` / :func:`shade_rgb` bitwise stable (same float operations in the same order).
 """
 
 from __future__ import annotations
@@ -12,44 +16,25 @@ import numpy as np
 import torch
 
 from foundation.camera import Camera
-from foundation.geometry.normals import vertex_normals
-from foundation.geometry.raycast import RayHits, raycast, render_normal_maps
+from foundation.geometry.raycast import RayHits, render_normal_maps
+from foundation.render import render_hits, render_mesh, shade_hits
 
 __all__ = ["render_hits", "render_normal_maps", "shade_rgb", "random_background", "ortho_crop_camera", "render_rgb"]
 
-
-def render_hits(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, *, back: bool = False,
-                ssaa: int = 1) -> RayHits:
-    """(H*ssaa, W*ssaa) hits of the camera's pixel rays (project ray caster); ``back``: LAST hit along each ray."""
-    cam = camera.resized(camera.width * ssaa, camera.height * ssaa) if ssaa > 1 else camera
-    return raycast(verts, faces.long(), cam, back=back)
-
-
-def _interp(values: torch.Tensor, faces: torch.Tensor, hits: RayHits) -> torch.Tensor:
-    """(K, C) barycentric interpolation of per-vertex values at the K hit pixels (row-major order)."""
-    fi = hits.face_idx[hits.mask]
-    return (values[faces[fi]] * hits.bary[hits.mask][..., None]).sum(1)
+FILL = 0.15  # intensity of the fill light opposite the key light (keeps the shadowed half readable)
 
 
 def shade_rgb(verts: torch.Tensor, faces: torch.Tensor, colors: torch.Tensor, hits: RayHits,
               light_dir: torch.Tensor, ambient: float = 0.35, specular: float = 0.0) -> torch.Tensor:
-    """(K, 3) Lambert-shaded colours in [0, 1] at the hit pixels.
+    """(K, 3) Lambert-shaded colours in [0, 1] at the K hit pixels of ``hits`` (row-major order).
 
     Args:
+        verts: (V, 3) world metres; faces: (F, 3) long; hits: their hits (:func:`render_hits`).
         colors: (V, 3) uint8 albedo; light_dir: (3,) world direction towards the light.
+        ambient, specular: as :func:`foundation.render.shade_hits` (fill light :data:`FILL`).
     """
-    vn = vertex_normals(verts.float(), faces)
-    n = _interp(vn, faces, hits)
-    n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-    albedo = _interp(colors.float() / 255.0, faces, hits)
-    l = light_dir / light_dir.norm()  # noqa: E741
-    lam = (n @ l).clamp(min=0)
-    # a little light from the opposite side keeps the shadowed half readable
-    fill = (n @ -l).clamp(min=0) * 0.15
-    col = albedo * (ambient + (1 - ambient) * lam + fill)[:, None]
-    if specular > 0:
-        col = col + specular * lam[:, None] ** 16
-    return col.clamp(0, 1)
+    return shade_hits(verts, faces, hits, colors.float() / 255.0, light=light_dir, ambient=ambient, fill=FILL,
+                      specular=specular).clamp(0, 1)
 
 
 def random_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -78,20 +63,19 @@ def random_background(rng: np.random.Generator, height: int, width: int) -> np.n
 def render_rgb(verts: torch.Tensor, faces: torch.Tensor, colors: torch.Tensor, camera: Camera,
                background: np.ndarray, light_dir: torch.Tensor, *, ssaa: int = 2, ambient: float = 0.35
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Shaded RGB over ``background`` (H, W, 3) float: returns (H, W, 3) uint8 and (H, W) float coverage."""
-    faces = faces.long()
-    h = render_hits(verts, faces, camera, ssaa=ssaa)
-    H, W = camera.height, camera.width
-    col = torch.zeros(H * ssaa, W * ssaa, 3)
-    if bool(h.mask.any()):
-        col[h.mask] = shade_rgb(verts, faces, colors, h, light_dir, ambient)
-    a = h.mask.float()
-    if ssaa > 1:
-        col = col.reshape(H, ssaa, W, ssaa, 3).mean((1, 3))
-        a = a.reshape(H, ssaa, W, ssaa).mean((1, 3))
-    # col is premultiplied by coverage (misses are black)
-    out = col.numpy() + background * (1 - a.numpy()[..., None])
-    return (out.clip(0, 1) * 255).round().astype(np.uint8), a.numpy()
+    """Shaded RGB of a mesh over a background image (the colours of :func:`shade_rgb`).
+
+    Args:
+        verts: (V, 3) world metres; faces: (F, 3); colors: (V, 3) uint8; camera: the view (H x W).
+        background: (H, W, 3) float in [0, 1] (:func:`random_background`).
+        light_dir: (3,) world direction towards the light; ssaa: supersampling factor.
+
+    Returns:
+        (H, W, 3) uint8 image and (H, W) float32 coverage (fraction of each pixel's rays that hit).
+    """
+    image, coverage = render_mesh(verts, faces, camera, torch.as_tensor(colors).float() / 255.0, background=background,
+                                  light=light_dir, ambient=ambient, fill=FILL, ssaa=ssaa)
+    return image, coverage.astype(np.float32)
 
 
 def ortho_crop_camera(verts: torch.Tensor, size: int = 512, margin: float = 1.1,

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from foundation.render import normals_to_rgb  # the one normals -> RGB map (re-exported)
+
 __all__ = ["normals_to_rgb", "sample_row", "sample_grid", "GRID_COLUMNS"]
 
 GRID_COLUMNS = ("RGB", "mask", "clothed front", "clothed back", "body front", "body back")
-
-
-def normals_to_rgb(n: np.ndarray, background: int = 0) -> np.ndarray:
-    """(H, W, 3) view-frame normals (zero = no hit) -> (H, W, 3) uint8 ``(n + 1) / 2`` colours."""
-    hit = np.abs(n).sum(-1) > 0
-    out = np.full(n.shape, background, np.uint8)
-    out[hit] = ((n[hit] * 0.5 + 0.5) * 255).round().clip(0, 255).astype(np.uint8)
-    return out
 
 
 def sample_row(s, size: int | None = None) -> np.ndarray:

@@ -105,21 +105,6 @@ MP_HAND_TIPS_TO_SMPLX_EXTRA_LEFT: list[tuple[int, int]] = [(4, 66), (8, 67), (12
 
 NUM_SMPLX_JOINTS = 55
 
-# skeleton edges for drawing
-POSE_EDGES = (
-    (11, 12), (11, 23), (12, 24), (23, 24), (11, 13), (13, 15), (12, 14), (14, 16),
-    (23, 25), (25, 27), (27, 29), (29, 31), (27, 31), (24, 26), (26, 28), (28, 30), (30, 32), (28, 32),
-    (15, 17), (15, 19), (15, 21), (17, 19), (16, 18), (16, 20), (16, 22), (18, 20),
-    (0, 2), (0, 5), (2, 7), (5, 8), (9, 10),
-)  # fmt: skip
-HAND_EDGES = (
-    (0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11),
-    (11, 12), (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (0, 17), (17, 18), (18, 19), (19, 20),
-)  # fmt: skip
-LEFT_COLOR = (255, 110, 30)  # RGB orange: the person's left
-RIGHT_COLOR = (40, 150, 255)  # RGB blue: the person's right
-CENTER_COLOR = (235, 235, 235)
-
 
 class NoPersonError(ValueError):
     """Too few frames of a clip contain a person. ``.detections`` holds what was found."""
@@ -503,76 +488,8 @@ def crop_frames(images: np.ndarray, crops: np.ndarray, size: int, border_value: 
     return np.stack(out, 0)
 
 
-# ----------------------------------------------------------------------------- drawing
-def draw_landmarks(
-    image: np.ndarray, det: Detections, t: int, *, min_conf: float = 0.5, mask_alpha: float = 0.0, boxes: bool = True
-) -> np.ndarray:
-    """Draw frame ``t``'s detections on a copy of ``image``.
-
-    The person's left side is orange, right side blue, centre line white; the person box
-    green, the crop box yellow.
-
-    Args:
-        image: (H, W, 3) uint8 RGB (the frame ``det`` was computed on, or a resize of it).
-        det: detections; keypoints are rescaled if ``image`` has another size.
-        t: frame index into ``det``.
-        min_conf: keypoints with lower confidence are not drawn.
-        mask_alpha: tint the person mask in with this opacity (0: no mask).
-        boxes: draw the person and crop boxes.
-
-    Returns:
-        (H, W, 3) uint8 RGB copy with the overlay.
-    """
-    img = np.array(image, dtype=np.uint8, copy=True)
-    h, w = img.shape[:2]
-    H, W = det.image_size
-    sx, sy = w / W, h / H
-    th = max(1, round(min(h, w) / 250))
-
-    if mask_alpha > 0:
-        m = det.masks[t]
-        if m.shape != (h, w):
-            m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
-        tint = np.array([80, 255, 120], np.float32)
-        a = (mask_alpha * m)[..., None]
-        img = (img * (1 - a) + tint * a).astype(np.uint8)
-
-    def pt(p):
-        return int(round(p[0] * sx)), int(round(p[1] * sy))
-
-    def side_color(name: str):
-        return LEFT_COLOR if name.startswith("left") else RIGHT_COLOR if name.startswith("right") else CENTER_COLOR
-
-    body = det.body_kp[t]
-    for a, b in POSE_EDGES:
-        if body[a, 2] >= min_conf and body[b, 2] >= min_conf:
-            na, nb = MP_POSE_NAMES[a], MP_POSE_NAMES[b]
-            color = side_color(na) if side_color(na) == side_color(nb) else CENTER_COLOR
-            cv2.line(img, pt(body[a]), pt(body[b]), color, th, cv2.LINE_AA)
-    for i, p in enumerate(body):
-        if p[2] >= min_conf:
-            cv2.circle(img, pt(p), th + 1, side_color(MP_POSE_NAMES[i]), -1, cv2.LINE_AA)
-    for hand, color in ((det.lhand_kp[t], LEFT_COLOR), (det.rhand_kp[t], RIGHT_COLOR)):
-        if hand[0, 2] <= 0:
-            continue
-        for a, b in HAND_EDGES:
-            cv2.line(img, pt(hand[a]), pt(hand[b]), color, max(1, th // 2), cv2.LINE_AA)
-        for p in hand:
-            cv2.circle(img, pt(p), th, (255, 255, 255), -1, cv2.LINE_AA)
-    for name, p in zip(FACE_KEYPOINT_NAMES, det.face_kp[t]):
-        if p[2] > 0:
-            cv2.circle(img, pt(p), th, side_color(name), -1, cv2.LINE_AA)
-    if boxes:
-        if det.valid[t]:
-            x0, y0, x1, y1 = det.bboxes[t]
-            cv2.rectangle(img, pt((x0, y0)), pt((x1, y1)), (60, 220, 60), th)
-        x0, y0, x1, y1 = det.crops[t]
-        cv2.rectangle(img, pt((x0, y0)), pt((x1, y1)), (240, 220, 40), th)
-    return img
-
-
 __all__ = [
-    "DetectConfig", "Detections", "NoPersonError", "detect_person", "draw_landmarks", "crop_frames",
-    "smooth_crops", "MP_POSE_NAMES", "MP_HAND_NAMES", "FACE_KEYPOINT_NAMES", "MP_POSE_TO_SMPLX",
+    "DetectConfig", "Detections", "NoPersonError", "detect_person", "crop_frames", "smooth_crops",
+    "MP_POSE_NAMES", "MP_HAND_NAMES", "FACE_KEYPOINT_NAMES", "MP_POSE_TO_SMPLX",
     "MP_HAND_TO_SMPLX_LEFT", "MP_HAND_TO_SMPLX_RIGHT", "MP_HAND_TIPS_TO_SMPLX_EXTRA_LEFT",
 ]  # fmt: skip

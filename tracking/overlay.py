@@ -1,8 +1,9 @@
 """Overlay frames: the fitted body mesh (shaded, ray cast) over the video, plus landmarks.
 
-Colours: the body is a translucent light-blue Lambert shading (headlight); detected mediapipe
-landmarks follow :func:`tracking.detect.draw_landmarks` (person's left orange, right blue);
-the fitted model's keypoints are white dots with a dark rim, so detection-vs-fit misses show.
+Colours: the body is a translucent light-blue Lambert shading (faceted, headlight; the project
+renderer :mod:`foundation.render`); detected mediapipe landmarks are drawn by
+:func:`draw_landmarks` (person's left orange, right blue); the fitted model's keypoints are white
+dots with a dark rim, so detection-vs-fit misses show.
 """
 
 from __future__ import annotations
@@ -16,10 +17,30 @@ import torch
 from tqdm.auto import tqdm
 
 from foundation.camera import Camera
+from foundation.render import HEADLIGHT, render_hits, shade_hits
+from tracking.detect import FACE_KEYPOINT_NAMES, MP_POSE_NAMES, Detections
+
+__all__ = ["OverlayConfig", "overlay_frames", "render_body", "draw_landmarks"]
 
 log = logging.getLogger(__name__)
 
 BODY_COLOR = np.array([150, 200, 255], np.float32)  # RGB
+BODY_AMBIENT = 0.25  # shade of body faces seen edge-on
+
+# skeleton edges and colours of the landmark drawing
+POSE_EDGES = (
+    (11, 12), (11, 23), (12, 24), (23, 24), (11, 13), (13, 15), (12, 14), (14, 16),
+    (23, 25), (25, 27), (27, 29), (29, 31), (27, 31), (24, 26), (26, 28), (28, 30), (30, 32), (28, 32),
+    (15, 17), (15, 19), (15, 21), (17, 19), (16, 18), (16, 20), (16, 22), (18, 20),
+    (0, 2), (0, 5), (2, 7), (5, 8), (9, 10),
+)  # fmt: skip
+HAND_EDGES = (
+    (0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11),
+    (11, 12), (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (0, 17), (17, 18), (18, 19), (19, 20),
+)  # fmt: skip
+LEFT_COLOR = (255, 110, 30)  # RGB orange: the person's left
+RIGHT_COLOR = (40, 150, 255)  # RGB blue: the person's right
+CENTER_COLOR = (235, 235, 235)
 
 
 @dataclass(frozen=True)
@@ -48,27 +69,23 @@ class OverlayConfig:
 
 
 def render_body(verts: torch.Tensor, faces: torch.Tensor, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
-    """Shade one body mesh with a headlight.
+    """Shade one body mesh with a headlight (two-sided, per-face normals).
 
     Args:
         verts: (V, 3) world vertices (metres); faces: (F, 3) long.
         camera: the view (its width x height is the output size).
 
     Returns:
-        shade: (H, W) float32 Lambert term in [0, 1] (0 off the body); mask: (H, W) bool.
+        shade: (H, W) float32 light intensity ``0.25 + 0.75 |n_z|`` (view-frame face normal), 0 off
+        the body; mask: (H, W) bool.
     """
-    from foundation.geometry.normals import face_normals
-    from foundation.geometry.raycast import raycast
-
-    hits = raycast(verts, faces, camera)
+    hits = render_hits(verts, faces, camera)
     mask = hits.mask.reshape(camera.height, camera.width).cpu().numpy().astype(bool)
     shade = np.zeros(mask.shape, np.float32)
     if mask.any():
-        n = face_normals(verts, faces)  # (F, 3) world
-        n_view = n @ camera.view_rotation(n.device, n.dtype).T  # +z towards the viewer
-        fidx = hits.face_idx.reshape(camera.height, camera.width)[torch.from_numpy(mask)]
-        lam = n_view[fidx.long(), 2].abs().cpu().numpy()
-        shade[mask] = 0.25 + 0.75 * lam
+        lit = shade_hits(verts, faces, hits, light=HEADLIGHT, camera=camera, ambient=BODY_AMBIENT, two_sided=True,
+                         smooth=False)
+        shade[mask] = lit[:, 0].cpu().numpy()
     return shade, mask
 
 
@@ -104,8 +121,6 @@ def overlay_frames(images: np.ndarray, verts: torch.Tensor, faces: torch.Tensor,
         f = f * (1 - a) + a * shade[..., None] * BODY_COLOR
         img = np.clip(f, 0, 255).astype(np.uint8)
         if cfg.landmarks and detections is not None:
-            from tracking.detect import draw_landmarks
-
             img = draw_landmarks(img, detections, t, boxes=False)
         if cfg.fitted_keypoints and joints2d is not None:
             r = max(2, round(min(h, w) / 160))
@@ -115,3 +130,70 @@ def overlay_frames(images: np.ndarray, verts: torch.Tensor, faces: torch.Tensor,
                     cv2.circle(img, (int(round(x)), int(round(y))), max(1, r - 1), (255, 255, 255), -1, cv2.LINE_AA)
         out[t] = img
     return out
+
+
+def draw_landmarks(
+    image: np.ndarray, det: Detections, t: int, *, min_conf: float = 0.5, mask_alpha: float = 0.0, boxes: bool = True
+) -> np.ndarray:
+    """Draw frame ``t``'s detections on a copy of ``image``.
+
+    The person's left side is orange, right side blue, centre line white; the person box
+    green, the crop box yellow.
+
+    Args:
+        image: (H, W, 3) uint8 RGB (the frame ``det`` was computed on, or a resize of it).
+        det: detections; keypoints are rescaled if ``image`` has another size.
+        t: frame index into ``det``.
+        min_conf: keypoints with lower confidence are not drawn.
+        mask_alpha: tint the person mask in with this opacity (0: no mask).
+        boxes: draw the person and crop boxes.
+
+    Returns:
+        (H, W, 3) uint8 RGB copy with the overlay.
+    """
+    img = np.array(image, dtype=np.uint8, copy=True)
+    h, w = img.shape[:2]
+    H, W = det.image_size
+    sx, sy = w / W, h / H
+    th = max(1, round(min(h, w) / 250))
+
+    if mask_alpha > 0:
+        m = det.masks[t]
+        if m.shape != (h, w):
+            m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+        tint = np.array([80, 255, 120], np.float32)
+        a = (mask_alpha * m)[..., None]
+        img = (img * (1 - a) + tint * a).astype(np.uint8)
+
+    def pt(p):
+        return int(round(p[0] * sx)), int(round(p[1] * sy))
+
+    def side_color(name: str):
+        return LEFT_COLOR if name.startswith("left") else RIGHT_COLOR if name.startswith("right") else CENTER_COLOR
+
+    body = det.body_kp[t]
+    for a, b in POSE_EDGES:
+        if body[a, 2] >= min_conf and body[b, 2] >= min_conf:
+            na, nb = MP_POSE_NAMES[a], MP_POSE_NAMES[b]
+            color = side_color(na) if side_color(na) == side_color(nb) else CENTER_COLOR
+            cv2.line(img, pt(body[a]), pt(body[b]), color, th, cv2.LINE_AA)
+    for i, p in enumerate(body):
+        if p[2] >= min_conf:
+            cv2.circle(img, pt(p), th + 1, side_color(MP_POSE_NAMES[i]), -1, cv2.LINE_AA)
+    for hand, color in ((det.lhand_kp[t], LEFT_COLOR), (det.rhand_kp[t], RIGHT_COLOR)):
+        if hand[0, 2] <= 0:
+            continue
+        for a, b in HAND_EDGES:
+            cv2.line(img, pt(hand[a]), pt(hand[b]), color, max(1, th // 2), cv2.LINE_AA)
+        for p in hand:
+            cv2.circle(img, pt(p), th, (255, 255, 255), -1, cv2.LINE_AA)
+    for name, p in zip(FACE_KEYPOINT_NAMES, det.face_kp[t]):
+        if p[2] > 0:
+            cv2.circle(img, pt(p), th, side_color(name), -1, cv2.LINE_AA)
+    if boxes:
+        if det.valid[t]:
+            x0, y0, x1, y1 = det.bboxes[t]
+            cv2.rectangle(img, pt((x0, y0)), pt((x1, y1)), (60, 220, 60), th)
+        x0, y0, x1, y1 = det.crops[t]
+        cv2.rectangle(img, pt((x0, y0)), pt((x1, y1)), (240, 220, 40), th)
+    return img

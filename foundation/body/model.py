@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +44,9 @@ class BodyModelConfig:
     num_betas: int = 10
     num_expression: int = 10
     flat_hand_mean: bool = True
-    cache_dir: str | None = None  # Anny's cache (ANNY_CACHE_DIR); default ~/.cache/anny
+    # Anny's cache directory, handed to anny.paths.set_anny_cache_path (a process-wide setting of the anny
+    # package); None: Anny's default ($ANNY_CACHE_DIR if set, else ~/.cache/anny)
+    cache_dir: str | None = None
 
 
 class BodyModel(nn.Module):
@@ -98,8 +99,10 @@ class BodyModel(nn.Module):
 # ---------------------------------------------------------------------------------- anny
 @functools.lru_cache(maxsize=2)
 def _load_anny(cache_dir: str | None):
+    """Anny's model (float32, eval). ``cache_dir`` goes straight to ``anny.paths.set_anny_cache_path``
+    (Anny reads the path when it builds or loads its model data, so no environment variable is
+    written); ``None`` keeps Anny's own default (``$ANNY_CACHE_DIR`` if set, else ``~/.cache/anny``)."""
     if cache_dir:
-        os.environ.setdefault("ANNY_CACHE_DIR", cache_dir)
         import anny.paths
 
         anny.paths.set_anny_cache_path(cache_dir)

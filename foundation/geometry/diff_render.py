@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-from collections import OrderedDict
 
 import torch
 import warp as wp
@@ -33,7 +31,7 @@ import warp as wp
 from foundation.camera import Camera
 from foundation.geometry.normals import check_mesh, face_normals, vertex_normals
 from foundation.geometry.raycast import pixel_rays, ray_triangle_bary, raycast
-from foundation.geometry.warp_utils import init_warp, parallel_launch, tensor_digest, torch_stream, wp_device
+from foundation.geometry.warp_utils import init_warp, parallel_launch, torch_stream, warp_context, wp_device
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +40,6 @@ log = logging.getLogger(__name__)
 wp.set_module_options({"enable_backward": False})
 
 __all__ = ["render_normals_diff", "soft_silhouette", "edge_topology", "contour_edges"]
-
-_TOPO_CACHE: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
-_TOPO_LOCK = threading.Lock()
-
 
 def _check(verts, faces, camera, where):
     check_mesh(verts, faces, where=where, batched=False)
@@ -89,7 +83,8 @@ def render_normals_diff(
 
 # ---------------------------------------------------------------------------------------------- contours
 def edge_topology(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unique undirected edges and their (up to two) adjacent faces; cached by content.
+    """Unique undirected edges and their (up to two) adjacent faces; cached by content (in the
+    ``topologies`` cache of :func:`~foundation.geometry.warp_utils.warp_context`).
 
     Args:
         faces: (F, 3) long.
@@ -98,11 +93,11 @@ def edge_topology(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         edges: (E, 2) long vertex pairs (sorted), edge_faces: (E, 2) long face indices, ``-1`` in
         the second column for boundary edges (non-manifold edges keep their first two faces).
     """
-    key = (str(faces.device), tuple(faces.shape), tensor_digest(faces, memo=True))
-    with _TOPO_LOCK:
-        if key in _TOPO_CACHE:
-            _TOPO_CACHE.move_to_end(key)
-            return _TOPO_CACHE[key]
+    ctx = warp_context()
+    key = (str(faces.device), tuple(faces.shape), ctx.tensor_digest(faces, memo=True))
+    hit = ctx.topologies.get(key)
+    if hit is not None:
+        return hit
     f = faces.long()
     F = f.shape[0]
     e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).sort(dim=1).values  # (3F, 2)
@@ -117,10 +112,7 @@ def edge_topology(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     f1 = torch.where(counts > 1, fid[order][(first + 1).clamp(max=code.shape[0] - 1)], torch.full_like(f0, -1))
     edges = torch.stack([uniq // n, uniq % n], -1)
     out = (edges, torch.stack([f0, f1], -1))
-    with _TOPO_LOCK:
-        _TOPO_CACHE[key] = out
-        while len(_TOPO_CACHE) > 8:
-            _TOPO_CACHE.popitem(last=False)
+    ctx.topologies.put(key, out)
     return out
 
 

@@ -51,6 +51,9 @@ def sample_surface(verts, faces, n: int, rng: np.random.Generator) -> SurfaceSam
     Args:
         verts: (V, 3) array or tensor.  faces: (F, 3) integer indices.  n: number of points.
         rng: the source of randomness (faces by area, then barycentric coordinates).
+    Returns:
+        :class:`SurfaceSamples`: points (n, 3), normals (n, 3), face (n,), bary (n, 3), in the frame of
+        ``verts``.
     Raises:
         ValueError: ``faces`` is not a non-empty (F, 3) array, or the mesh has zero area.
     """
@@ -86,7 +89,7 @@ def sample_occupancy(verts: torch.Tensor, faces: torch.Tensor, n_near: int, n_un
     Args:
         verts: (V, 3) float, faces: (F, 3) integer (any frame; metres).
     Returns:
-        points (n_near + n_uniform, 3) float32 and inside (N,) bool.
+        points (N, 3) float32 on the CPU, N = n_near + n_uniform, frame of ``verts``, and inside (N,) bool.
     """
     from foundation.geometry.sdf import signed_distance
 

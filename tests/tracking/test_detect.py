@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("mediapipe")
 
 from foundation.body.skeleton import SMPLX_JOINT_NAMES  # noqa: E402
+from foundation.io.video import read_video, write_video  # noqa: E402
 from tracking.detect import (  # noqa: E402
     FACE_KEYPOINT_NAMES,
     MP_HAND_NAMES,
@@ -21,9 +22,8 @@ from tracking.detect import (  # noqa: E402
     _select_component,
     crop_frames,
     detect_person,
-    draw_landmarks,
 )
-from foundation.io.video import read_video, write_video  # noqa: E402
+from tracking.overlay import draw_landmarks  # noqa: E402
 
 L_WRIST, R_WRIST = MP_POSE_NAMES.index("left_wrist"), MP_POSE_NAMES.index("right_wrist")
 

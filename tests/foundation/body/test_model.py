@@ -140,3 +140,29 @@ def test_params_roundtrip(tmp_path):
     assert torch.equal(p.full_pose(), q.full_pose()) and torch.equal(p.betas, q.betas)
     with pytest.raises(ValueError, match="body_pose"):
         SMPLXParams(**{**p.__dict__, "body_pose": torch.zeros(2, 20, 3)})
+
+
+def test_anny_cache_dir_is_passed_without_touching_the_environment(tmp_path, monkeypatch):
+    import os
+
+    import anny
+    import anny.paths
+
+    from foundation.body.model import _load_anny
+
+    class _Stub:
+        def to(self, *_):
+            return self
+
+        def eval(self):
+            return self
+
+    monkeypatch.setattr(anny, "Anny", _Stub)
+    env_before = dict(os.environ)
+    prev = anny.paths.get_anny_cache_path()
+    try:
+        _load_anny.__wrapped__(str(tmp_path / "anny_cache"))
+        assert anny.paths.get_anny_cache_path() == tmp_path / "anny_cache"
+    finally:
+        anny.paths.set_anny_cache_path(prev)
+    assert dict(os.environ) == env_before

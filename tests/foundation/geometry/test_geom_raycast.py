@@ -142,3 +142,21 @@ def test_bad_inputs():
         raycast(verts[:, :2], faces, cam)
     with pytest.raises(ValueError, match="faces"):
         render_normal_maps(verts, faces[:, :2], cam)
+
+
+def test_public_api_reexports_the_backends():
+    from foundation.geometry import raycast as api
+    from foundation.geometry import raycast_torch, raycast_warp
+
+    for name in api.__all__:
+        assert hasattr(api, name), name
+    assert api.pixel_rays is raycast_torch.pixel_rays and api.ray_triangle_bary is raycast_torch.ray_triangle_bary
+    # the two backends return the same fields for the same rays
+    verts, faces = _sphere(sub=1)
+    cam = CAMERAS["ortho"]
+    fw, dw, bw, pw = raycast_warp.raycast_warp(verts, faces, cam, False, "ray")
+    ft, dt, bt, pt = raycast_torch.raycast_torch(verts, faces, cam, False)
+    assert fw.shape == ft.shape == (48, 64) and bw.shape == bt.shape == (48, 64, 3)
+    assert ((fw >= 0) != (ft >= 0)).sum() <= 3
+    both = (fw >= 0) & (ft >= 0)
+    assert (dw - dt)[both].abs().max() < 1e-4 and (pw - pt)[both].abs().max() < 1e-4
