@@ -72,8 +72,9 @@ def to_dataclass(node: DictConfig, cls: type[C]) -> C:
     return _tuples(obj)
 
 
-def build(cls: type[C], overrides: dict | DictConfig | None = None) -> C:
-    """``cls`` with ``overrides`` (a nested dict, e.g. a YAML file's contents) merged onto its defaults.
+def build(cls: type[C], overrides: dict | DictConfig | None = None, dotlist: list[str] | tuple = ()) -> C:
+    """``cls`` with ``overrides`` (a nested dict, e.g. a YAML file's contents), then ``dotlist``
+    (command-line style ``"sub.key=value"`` strings, e.g. a tool's ``--set`` options) merged onto its defaults.
 
     Raises:
         omegaconf.errors.ConfigKeyError: an unknown key (at any depth).
@@ -82,4 +83,6 @@ def build(cls: type[C], overrides: dict | DictConfig | None = None) -> C:
     node = schema(cls)
     if overrides:
         node = OmegaConf.merge(node, overrides)
+    if dotlist:
+        node = OmegaConf.merge(node, OmegaConf.from_dotlist(list(dotlist)))
     return to_dataclass(node, cls)

@@ -43,7 +43,7 @@ class PipelineConfig:
         video: input clip or image (None: render the embedded synthetic demo clip).
         motion: motion file that drives the avatar (None: the embedded demo motion).
         run_dir: output directory (None: ``output_root/<video stem>``).
-        stages: which stages to run; earlier ones they need are loaded from ``run_dir`` or run.
+        stages: which stages to run; the earlier ones they need are loaded from ``run_dir`` or run.
         force: True (all), False, a stage name or a list of stage names to recompute.
         seed: torch seed.  threads: torch CPU threads (None: torch's default).
     """
@@ -65,6 +65,8 @@ class PipelineConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
     def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError(f"stages is empty; choose from {list(STAGES)}")
         bad = [s for s in self.stages if s not in STAGES]
         if bad:
             raise ValueError(f"stages: unknown {bad}; choose from {list(STAGES)}")

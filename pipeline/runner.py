@@ -34,7 +34,7 @@ from avatar.artifact import Avatar
 from avatar.stage import run_avatar
 from foundation.body.model import build_body_model
 from foundation.logger import make_logger
-from pipeline.config import PipelineConfig
+from pipeline.config import STAGES, PipelineConfig
 from recon.artifact import Recon
 from recon.stage import run_recon
 from tracking.artifact import Tracks
@@ -113,6 +113,9 @@ def resolve_run_dir(cfg: PipelineConfig) -> Path:
 def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     """Run (or resume) every stage listed in ``cfg.stages`` and the earlier ones they need.
 
+    A needed stage that already finished in the run directory is loaded, not recomputed (unless
+    ``cfg.force`` names it), so ``stages=[animation]`` re-animates a finished avatar.
+
     Raises:
         FileNotFoundError: the video does not exist.  ValueError (and subclasses: VideoError,
         NoPersonError, MotionError): bad input, with a message naming the file and what is wrong.
@@ -121,10 +124,9 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     from omegaconf import OmegaConf
 
     torch.manual_seed(cfg.seed)
-    stages = set(cfg.stages)
     if cfg.video is not None and not Path(cfg.video).exists():
         raise FileNotFoundError(f"video {cfg.video} does not exist")
-    if "animation" in stages and cfg.motion is not None:  # a bad motion file fails now, not after the avatar
+    if "animation" in cfg.stages and cfg.motion is not None:  # a bad motion file fails now, not after the avatar
         load_motion(cfg.motion, up=cfg.animation.up, fps=cfg.animation.motion_fps)
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -133,27 +135,22 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
 
     body = build_body_model(cfg.body)
     logger = make_logger(cfg.logger, run_dir)
+    # a stage needs every stage before it: those are loaded from run_dir when finished, else run
+    last = max(STAGES.index(s) for s in cfg.stages)
+    wanted = STAGES[:last + 1]
     tracks = recon = avatar = animation = None
-    need_recon = bool(stages & {"recon", "avatar"})
-    need_avatar = bool(stages & {"avatar", "animation"})
     try:
-        if "tracking" in stages or need_recon:
-            tracks = run_stage("tracking", run_dir, lambda d: run_tracking(video, cfg.tracking, body, d, logger),
-                               Tracks.load, force=cfg.forced("tracking"), config=cfg.tracking)
-        if need_recon:
+        tracks = run_stage("tracking", run_dir, lambda d: run_tracking(video, cfg.tracking, body, d, logger),
+                           Tracks.load, force=cfg.forced("tracking"), config=cfg.tracking)
+        if "recon" in wanted:
             recon = run_stage(
                 "recon", run_dir,
                 lambda d: run_recon(tracks, cfg.recon, body, d, logger, cache_dir=run_dir / ".recon_frames"),
                 Recon.load, force=cfg.forced("recon"), config=cfg.recon)
-        if need_avatar:
-            def compute_avatar(d: Path) -> Avatar:
-                t = tracks if tracks is not None else Tracks.load(run_dir / "tracking")
-                r = recon if recon is not None else Recon.load(run_dir / "recon")
-                return run_avatar(t, r, cfg.avatar, body, d, logger)
-
-            avatar = run_stage("avatar", run_dir, compute_avatar, Avatar.load, force=cfg.forced("avatar"),
-                               config=cfg.avatar)
-        if "animation" in stages:
+        if "avatar" in wanted:
+            avatar = run_stage("avatar", run_dir, lambda d: run_avatar(tracks, recon, cfg.avatar, body, d, logger),
+                               Avatar.load, force=cfg.forced("avatar"), config=cfg.avatar)
+        if "animation" in wanted:
             motion = Path(cfg.motion) if cfg.motion is not None else make_demo_motion(run_dir / "demo_input" / "motion.npz")
             animation = run_stage(
                 "animation", run_dir, lambda d: run_animation(avatar, motion, cfg.animation, body, d, logger),

@@ -37,25 +37,6 @@ import numpy as np
 import torch
 
 
-def _apply_overrides(cfg, items: list[str]):
-    """``key=value`` / ``sub.key=value`` overrides of an AvatarConfig (values parsed as Python literals)."""
-    import ast
-
-    for item in items:
-        key, _, val = item.partition("=")
-        try:
-            v = ast.literal_eval(val)
-        except (ValueError, SyntaxError):
-            v = val
-        parts = key.split(".")
-        if len(parts) == 1:
-            cfg = dataclasses.replace(cfg, **{key: v})
-        else:
-            sub = dataclasses.replace(getattr(cfg, parts[0]), **{parts[1]: v})
-            cfg = dataclasses.replace(cfg, **{parts[0]: sub})
-    return cfg
-
-
 def _gt_recon(video, frames: list[int]):
     """A ``Recon`` whose frames are the video's GT clothed meshes (world frame, GT colours)."""
     from recon.artifact import FrameRecon, Recon
@@ -108,6 +89,7 @@ def main() -> None:
     from foundation.metrics import chamfer_cm, psnr, ssim
     from foundation.render import front_camera, render_mesh
     from avatar.stage import AvatarConfig, train_avatar
+    from foundation.config import build
     from synthetic.benchmark import load_or_make_benchmark
 
     body = build_body_model()
@@ -127,7 +109,7 @@ def main() -> None:
     else:
         recon = _gt_recon(video, frames)
         source = "GT clothed meshes"
-    cfg = _apply_overrides(AvatarConfig(fast=args.fast, holdout_every=0), args.set)
+    cfg = build(AvatarConfig, {"fast": args.fast, "holdout_every": 0}, args.set)
     if args.threads:
         cfg = dataclasses.replace(cfg, threads=args.threads)
     if cfg.threads:

@@ -128,14 +128,7 @@ def main() -> None:
     print(f"clip: {video.path} ({video.num_frames} frames {W}x{H}, motion {video.motion!r})")
 
     d: dict = {"fit": {"progress": False}, "write_overlay": not args.no_overlay, "log_frames": 0}
-    for kv in args.set:
-        key, _, val = kv.partition("=")
-        node = d
-        *path, last = key.split(".")
-        for k in path:
-            node = node.setdefault(k, {})
-        node[last] = json.loads(val) if val not in ("None", "null") else None
-    cfg = build(TrackingConfig, d)
+    cfg = build(TrackingConfig, d, args.set)
 
     work = Path(tempfile.mkdtemp(prefix="bench_tracking_"))
     runs = []

@@ -166,6 +166,10 @@ def test_build_validates_plain_dicts():
     from tracking.stage import TrackingConfig
 
     assert build(TrackingConfig, {"fit": {"iters_pose": 5}}).fit.iters_pose == 5
+    cfg = build(TrackingConfig, {"fit": {"iters_pose": 5}}, ["fit.iters_pose=9", "video.fps=6"])
+    assert cfg.fit.iters_pose == 9 and cfg.video.fps == 6.0
+    with pytest.raises(ConfigKeyError):
+        build(TrackingConfig, None, ["fitt.iters_pose=9"])
     with pytest.raises(ConfigKeyError):
         build(TrackingConfig, {"fit": {"w_nothing": 1.0}})
     with pytest.raises(ValidationError):
