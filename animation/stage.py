@@ -34,7 +34,7 @@ __all__ = ["AnimationConfig", "AnimationResult", "run_animation"]
 
 @dataclass(frozen=True)
 class AnimationConfig:
-    """Animation-stage settings (``conf/animation/default.yaml``).
+    """Animation-stage settings (the schema of ``animation.*`` in the pipeline config; defaults here only).
 
     fps: resample the motion to this rate (None: keep the file's).  max_frames: cap (None: all).
     up: the motion file's up axis ("auto": AMASS Z-up, SMPL-X layout Y-up).  motion_fps: rate for

@@ -43,7 +43,7 @@ __all__ = ["AvatarConfig", "run_avatar", "train_avatar"]
 
 @dataclass(frozen=True)
 class AvatarConfig:
-    """Avatar-stage settings (``conf/avatar/default.yaml``).
+    """Avatar-stage settings (the schema of ``avatar.*`` in the pipeline config; defaults here only).
 
     fast: tiny settings for tests / smoke runs (overrides iterations, samples and resolution).
     samples_per_frame: surface samples drawn from each training frame.

@@ -42,7 +42,7 @@ REFINED_PARAMS = ("global_orient", "body_pose", "betas", "transl")
 
 @dataclass(frozen=True)
 class ReconConfig:
-    """Recon stage settings.
+    """Recon stage settings (the schema of ``recon.*`` in the pipeline config; defaults here only).
 
     normal_net_ckpt / implicit_ckpt: checkpoint paths; null = the committed ones in
         ``recon/checkpoints/`` (relative paths are tried against the working directory, then the package).

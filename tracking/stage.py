@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """Tracking stage options (``conf/tracking/default.yaml`` has the same keys).
+    """Tracking stage options (the schema of ``tracking.*`` in the pipeline config; defaults here only).
 
     Attributes:
         video: frame sampling (fps, stride, max_frames, max_side, ...).

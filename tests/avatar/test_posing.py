@@ -1,4 +1,4 @@
-"""Fast pose correction (avatar/scanimate/posing.py) against the per-vertex reference."""
+"""Fast pose correction (avatar/posing.py) against the per-vertex reference."""
 
 import pytest
 import torch

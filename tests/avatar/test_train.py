@@ -102,7 +102,7 @@ def test_resume_after_crash(anny_body, toy, tmp_path, caplog):
     assert "another config or input" in caplog.text
 
 
-def test_avatar_config_from_dict():
+def test_avatar_config_builds_from_a_dict():
     from omegaconf.errors import ConfigKeyError
 
     from foundation.config import build
