@@ -199,7 +199,8 @@ def render_sequence(verts: torch.Tensor, faces: torch.Tensor, colors, camera, sh
 
     Args:
         verts: (T, V, 3) world metres; faces: (F, 3); colors: (V, 3) uint8 (torch or numpy) or None (grey).
-        camera: the view (H x W); shading: ``"lambert"``, ``"flat"`` or ``"normals"``.
+        camera: the view (H x W), or a sequence of T views (one per frame, e.g.
+            :func:`animation.camera.sequence_cameras`); shading: ``"lambert"``, ``"flat"`` or ``"normals"``.
         render_kw: further :func:`foundation.render.render_mesh` options (light, background, ssaa, ...).
 
     Returns:
@@ -207,6 +208,10 @@ def render_sequence(verts: torch.Tensor, faces: torch.Tensor, colors, camera, sh
     """
     from foundation.render import render_mesh
 
-    frames = [render_mesh(verts[t], faces, camera, colors, shading=shading, **render_kw)[0]
-              for t in tqdm(range(verts.shape[0]), desc="animation: render", leave=False)]
+    T = verts.shape[0]
+    cams = list(camera) if isinstance(camera, (list, tuple)) else [camera] * T
+    if len(cams) != T:
+        raise ValueError(f"render_sequence: {len(cams)} cameras for {T} frames")
+    frames = [render_mesh(verts[t], faces, cams[t], colors, shading=shading, **render_kw)[0]
+              for t in tqdm(range(T), desc="animation: render", leave=False)]
     return np.stack(frames)

@@ -1,17 +1,8 @@
-"""Motion files: AMASS (SMPL-H / SMPL-X ``poses``) and SMPL-X (``root_orient``, ``pose_body``, ...) npz layouts.
+"""The :class:`Motion` a stage plays: SMPL-X joint rotations in this project's world (+Y up, metres).
 
-Everything is converted to one :class:`Motion`: SMPL-X joint order, axis-angle, world frame of this
-project (+Y up, metres).  AMASS files are Z-up (their ``poses[:, :3]`` stand the body along +Z);
-``load_motion(up="auto")`` rotates them into Y-up, SMPL-X-layout files are taken as Y-up.
-
-Layouts accepted (T frames):
-
-* AMASS: ``poses`` (T, 156) SMPL-H [root 3, body 63, left hand 45, right hand 45] or (T, 165) SMPL-X
-  [root, body, jaw, left eye, right eye, left hand, right hand]; ``trans`` (T, 3); ``betas`` (NB,) or
-  (T, NB) optional; ``mocap_framerate`` or ``mocap_frame_rate``; ``gender`` optional.
-* SMPL-X: ``root_orient`` (T, 3), ``pose_body`` (T, 63), ``trans`` (T, 3) required; ``pose_hand``
-  (T, 90), ``pose_jaw`` (T, 3), ``pose_eye`` (T, 6), ``betas``, ``gender`` optional; frame rate from
-  ``mocap_frame_rate`` / ``mocap_framerate`` / ``fps``.
+Reading the files people have (AMASS, SMPL, SMPL+H, SMPL-X, smplx keywords, AIST++) is
+:mod:`animation.motion_files`; a motion tracked from a video is :func:`motion_from_tracks`.
+:meth:`Motion.save` writes the AMASS SMPL-X layout (Z-up), which every tool of that ecosystem reads.
 """
 
 from __future__ import annotations
@@ -20,6 +11,7 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,11 +19,16 @@ import torch
 from foundation.body.params import NUM_JOINTS, SMPLXParams
 from foundation.io.atomic import atomic_save_npz
 
+if TYPE_CHECKING:
+    from foundation.body.model import BodyModel
+    from tracking.artifact import Tracks
+
 log = logging.getLogger(__name__)
 
-__all__ = ["Motion", "MotionError", "load_motion", "resample_motion", "write_demo_motion", "Z_UP_TO_Y_UP"]
+__all__ = ["Motion", "MotionError", "DEFAULT_FPS", "NUM_JOINTS", "Z_UP_TO_Y_UP", "up_rotation", "resample_motion",
+           "motion_from_tracks", "write_demo_motion"]
 
-FPS_KEYS = ("mocap_framerate", "mocap_frame_rate", "fps")
+DEFAULT_FPS = 30.0  # frame rate of motion files that store none
 # rotation about +X by -90 deg: (x, y, z) -> (x, z, -y): AMASS Z-up -> Y-up
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]], np.float64)
 
@@ -50,7 +47,10 @@ class Motion:
         fps: frames per second.
         betas: (NB,) float32 shape of the mocap subject, or None (the avatar's own shape is used).
         gender: as stored in the file ("neutral" when absent).
-        source: file it came from; layout: "amass" or "smplx".
+        source: file it came from; layout: which file layout it was read from ("smpl", "smplh",
+            "smplx", "amass_smplx", "smplx_kwargs", "aist", "video").
+        height: standing height (m) of the performer in this project's body model, when known (a
+            tracked video); the player scales the translation by its own height over this one.
     """
 
     poses: np.ndarray
@@ -60,6 +60,7 @@ class Motion:
     gender: str = "neutral"
     source: str = ""
     layout: str = "smplx"
+    height: float | None = None
 
     def __post_init__(self) -> None:
         T = self.poses.shape[0]
@@ -101,18 +102,22 @@ class Motion:
         trans = (self.trans.astype(np.float64) @ R.T + R @ j0 - j0).astype(np.float32)
         return replace(self, poses=poses, trans=trans)
 
-    def save(self, path: str | Path) -> None:
-        """Write in the SMPL-X layout (Y-up), atomically."""
-        p = self.poses.reshape(len(self), -1)
-        d = dict(root_orient=p[:, :3], pose_body=p[:, 3:66], pose_jaw=p[:, 66:69], pose_eye=p[:, 69:75],
-                 pose_hand=p[:, 75:165], trans=self.trans, mocap_frame_rate=np.float32(self.fps),
-                 gender=np.array(self.gender))
-        if self.betas is not None:
-            d["betas"] = self.betas
+    def save(self, path: str | Path, pelvis: np.ndarray | None = None) -> None:
+        """Write the AMASS SMPL-X layout (Z-up, ``poses`` (T, 165) and the split keys), atomically.
+
+        ``pelvis``: (3,) canonical pelvis of the body that played it (the root rotates about it).
+        """
+        m = self.rotated(up_rotation("z").T, pelvis)  # +Y up -> AMASS's +Z up
+        p = m.poses.reshape(len(m), -1)
+        d = dict(poses=p, root_orient=p[:, :3], pose_body=p[:, 3:66], pose_jaw=p[:, 66:69], pose_eye=p[:, 69:75],
+                 pose_hand=p[:, 75:165], trans=m.trans, mocap_frame_rate=np.float64(m.fps),
+                 gender=np.array(m.gender), surface_model_type=np.array("smplx"))
+        if m.betas is not None:
+            d["betas"] = m.betas
         atomic_save_npz(path, **d)
 
 
-# ---------------------------------------------------------------------------------------------- loading
+# ---------------------------------------------------------------------------------------------- rotations
 def _rotvec_to_matrix(rv: np.ndarray) -> np.ndarray:
     from scipy.spatial.transform import Rotation
 
@@ -125,142 +130,20 @@ def _matrix_to_rotvec(m: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(m.reshape(-1, 3, 3)).as_rotvec().reshape(*m.shape[:-2], 3)
 
 
-def _array(d: dict, key: str, path: Path, T: int | None, width: int | None) -> np.ndarray:
-    """d[key] as float32 (T, width) (accepting (T, width/3, 3)); errors name file, key, shapes."""
-    a = np.asarray(d[key])
-    if not np.issubdtype(a.dtype, np.number):
-        raise MotionError(f"{path}: key '{key}' must be numeric, got dtype {a.dtype}")
-    if a.ndim == 3 and width is not None and a.shape[1] * a.shape[2] == width:
-        a = a.reshape(a.shape[0], width)
-    if a.ndim != 2 or (width is not None and a.shape[1] != width) or (T is not None and a.shape[0] != T):
-        want = f"({T if T is not None else 'T'}, {width})"
-        raise MotionError(f"{path}: key '{key}' must have shape {want}, got {a.shape}")
-    if not np.isfinite(a).all():
-        raise MotionError(f"{path}: key '{key}' contains NaN or inf values")
-    return a.astype(np.float32)
+def up_rotation(axis: str) -> np.ndarray:
+    """(3, 3) rotation taking a world whose up axis is ``axis`` ("y", "-y", "z", "-z", "x", "-x") to +Y up.
 
-
-def _fps(d: dict, path: Path, default: float | None) -> float:
-    for k in FPS_KEYS:
-        if k in d:
-            v = float(np.asarray(d[k]).reshape(-1)[0])
-            if not (v > 0 and math.isfinite(v)):
-                raise MotionError(f"{path}: key '{k}' must be a positive frame rate, got {v}")
-            return v
-    if default is not None:
-        return float(default)
-    raise MotionError(f"{path}: no frame rate: expected one of the keys {list(FPS_KEYS)} "
-                      f"(or pass fps=... / animation.motion_fps=...)")
-
-
-def _betas(d: dict, path: Path) -> np.ndarray | None:
-    if "betas" not in d:
-        return None
-    b = np.asarray(d["betas"], np.float32)
-    if b.ndim == 2:
-        b = b[0]
-    if b.ndim != 1:
-        raise MotionError(f"{path}: key 'betas' must have shape (NB,) or (T, NB), got {np.asarray(d['betas']).shape}")
-    return b
-
-
-def _gender(d: dict) -> str:
-    if "gender" not in d:
-        return "neutral"
-    g = np.asarray(d["gender"]).reshape(-1)[0] if np.asarray(d["gender"]).ndim else np.asarray(d["gender"]).item()
-    return g.decode() if isinstance(g, bytes) else str(g)
-
-
-def _load_amass(d: dict, path: Path, fps: float | None) -> Motion:
-    poses = np.asarray(d["poses"])
-    if poses.ndim != 2 or poses.shape[1] not in (156, 165):
-        raise MotionError(f"{path}: key 'poses' must have shape (T, 156) (SMPL-H) or (T, 165) (SMPL-X), "
-                          f"got {poses.shape}")
-    T = poses.shape[0]
-    poses = _array(d, "poses", path, T, poses.shape[1])
-    if "trans" not in d:
-        raise MotionError(f"{path}: AMASS layout is missing key 'trans' (T, 3)")
-    trans = _array(d, "trans", path, T, 3)
-    full = np.zeros((T, NUM_JOINTS, 3), np.float32)
-    if poses.shape[1] == 156:  # SMPL-H: 22 body joints + 2 x 15 hand joints, no jaw / eyes
-        full[:, :22] = poses[:, :66].reshape(T, 22, 3)
-        full[:, 25:55] = poses[:, 66:156].reshape(T, 30, 3)
-    else:
-        full[:] = poses.reshape(T, NUM_JOINTS, 3)
-    return Motion(full, trans, _fps(d, path, fps), _betas(d, path), _gender(d), str(path), "amass")
-
-
-def _load_smplx(d: dict, path: Path, fps: float | None) -> Motion:
-    missing = [k for k in ("root_orient", "pose_body", "trans") if k not in d]
-    if missing:
-        raise MotionError(f"{path}: SMPL-X layout is missing keys {missing} (needs root_orient (T, 3), "
-                          f"pose_body (T, 63), trans (T, 3))")
-    root = _array(d, "root_orient", path, None, 3)
-    T = root.shape[0]
-    full = np.zeros((T, NUM_JOINTS, 3), np.float32)
-    full[:, 0] = root
-    full[:, 1:22] = _array(d, "pose_body", path, T, 63).reshape(T, 21, 3)
-    if "pose_jaw" in d:
-        full[:, 22] = _array(d, "pose_jaw", path, T, 3)
-    if "pose_eye" in d:
-        full[:, 23:25] = _array(d, "pose_eye", path, T, 6).reshape(T, 2, 3)
-    if "pose_hand" in d:
-        full[:, 25:55] = _array(d, "pose_hand", path, T, 90).reshape(T, 30, 3)
-    trans = _array(d, "trans", path, T, 3)
-    return Motion(full, trans, _fps(d, path, fps), _betas(d, path), _gender(d), str(path), "smplx")
-
-
-ACCEPTED_LAYOUTS = ("accepted: an .npz in AMASS layout ('poses' (T, 156) SMPL+H or (T, 165) SMPL-X, 'trans', "
-                    "'mocap_framerate') or SMPL-X layout ('root_orient', 'pose_body', 'trans', ...)")
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())
-
-
-def load_motion(path: str | Path, *, up: str = "auto", fps: float | None = None,
-                pelvis: np.ndarray | None = None) -> Motion:
-    """Read an AMASS- or SMPL-X-layout motion ``.npz`` into a Y-up :class:`Motion`.
-
-    Args:
-        path: the ``.npz`` file.
-        up: the file's up axis: "auto" (AMASS -> "z", SMPL-X layout -> "y"), "y" or "z".
-        fps: frame rate to use when the file stores none.
-        pelvis: (3,) canonical pelvis of the playing body, for the exact Z-up rotation (zero for Anny).
-
-    Raises:
-        MotionError: naming the file and the missing / badly shaped key.
+    Y and Z axes turn about X (so +Z-up AMASS keeps its forward direction), X axes about Z.
     """
-    path = Path(path)
-    if up not in ("auto", "y", "z"):
-        raise MotionError(f"load_motion: up must be 'auto', 'y' or 'z', got {up!r}")
-    if not path.exists():
-        raise MotionError(f"motion file {path} does not exist")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise MotionError(f"{path}: not a readable .npz motion file ({_one_line(e)}); {ACCEPTED_LAYOUTS}") from e
-    if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy array
-        raise MotionError(f"{path}: a single array of shape {tuple(np.shape(z))} ({np.asarray(z).dtype}), not a "
-                          f"motion .npz; {ACCEPTED_LAYOUTS}")
-    try:
-        with z:
-            d = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise MotionError(f"{path}: not a readable .npz motion file ({_one_line(e)}); {ACCEPTED_LAYOUTS}") from e
-    if "poses" in d:
-        m = _load_amass(d, path, fps)
-    elif "root_orient" in d or "pose_body" in d:
-        m = _load_smplx(d, path, fps)
-    else:
-        raise MotionError(f"{path}: unknown motion layout, keys {sorted(d)}; {ACCEPTED_LAYOUTS}")
-    if len(m) < 1:
-        raise MotionError(f"{path}: the motion has no frames")
-    src_up = up if up != "auto" else ("z" if m.layout == "amass" else "y")
-    if src_up == "z":
-        m = m.rotated(Z_UP_TO_Y_UP, pelvis)
-    log.info("motion %s: %d frames at %.1f fps (%s layout, %s-up)", path.name, len(m), m.fps, m.layout, src_up)
-    return m
+    c = {"y": np.eye(3),
+         "-y": np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]]),
+         "z": Z_UP_TO_Y_UP,
+         "-z": np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]]),
+         "x": np.array([[0, -1.0, 0], [1.0, 0, 0], [0, 0, 1.0]]),
+         "-x": np.array([[0, 1.0, 0], [-1.0, 0, 0], [0, 0, 1.0]])}
+    if axis not in c:
+        raise MotionError(f"up axis must be one of {sorted(c)}, got {axis!r}")
+    return c[axis].astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------- resampling
@@ -300,6 +183,32 @@ def resample_motion(motion: Motion, fps: float) -> Motion:
     poses = Rotation.from_quat(qi.reshape(-1, 4)).as_rotvec().reshape(n, NUM_JOINTS, 3).astype(np.float32)
     trans = ((1 - a)[:, None] * motion.trans[i0] + a[:, None] * motion.trans[i1]).astype(np.float32)
     return replace(motion, poses=poses, trans=trans, fps=float(fps))
+
+
+# ---------------------------------------------------------------------------------------------- video
+@torch.no_grad()
+def motion_from_tracks(tracks: Tracks, body: BodyModel, chunk: int = 64) -> Motion:
+    """The motion of a tracked clip: its SMPL-X parameters, standing on y = 0, with the performer's height.
+
+    The tracking world is +Y up (the clip camera at the origin), so rotations are kept as they are;
+    the translation is shifted so the lowest body point over the clip (its 2nd percentile of per-frame
+    minima, robust to a mis-fit frame) is the floor y = 0.
+
+    Args:
+        tracks: :class:`tracking.artifact.Tracks` (B = T rows, shared betas; frames without a person
+            are bridged by the fitter, so they are part of the motion).
+        body: the body model the clip was tracked with.
+    """
+    params = tracks.params.detach().to("cpu")
+    T = params.batch_size
+    lows = torch.cat([body(params[s:s + chunk]).vertices[..., 1].amin(-1) for s in range(0, T, chunk)])
+    floor = float(np.percentile(lows.numpy(), 2))
+    trans = params.transl.numpy().astype(np.float32).copy()
+    trans[:, 1] -= floor
+    rest_v, _ = body.rest(params.betas[:1].float())
+    height = float(rest_v[0, :, 1].amax() - rest_v[0, :, 1].amin())
+    return Motion(params.full_pose().numpy().astype(np.float32), trans, float(tracks.fps),
+                  params.betas[0].numpy().astype(np.float32), "neutral", str(tracks.video), "video", height)
 
 
 # ---------------------------------------------------------------------------------------------- demo

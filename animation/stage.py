@@ -1,12 +1,14 @@
-"""The animation stage: ``Avatar`` + motion ``.npz`` -> posed mesh sequence, glTF, MP4.
+"""The animation stage: ``Avatar`` + a motion (a file of any layout people have, or one tracked from
+another video) -> posed mesh sequence, glTF, MP4.
 
 Outputs in the stage directory::
 
     meshes/frame_0000.ply ...   fixed-topology sequence (pose-dependent correction included)
     meshes_obj/frame_0000.obj   (export_obj)
     avatar.glb                  canonical mesh + 55-joint skin + animation (LBS only)
-    animation.mp4               rendered with the project's ray caster, Lambert shading x vertex colours
-    motion.npz                  the motion actually played (SMPL-X layout, Y-up, resampled)
+    animation.mp4               rendered with the project's ray caster, Lambert shading x vertex colours,
+                                by a camera that follows the character (``camera``: fixed | follow | orbit)
+    motion.npz                  the motion actually played (AMASS SMPL-X layout, Z-up, resampled; reusable)
     animation.json              AnimationResult
 """
 
@@ -15,13 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-
 from animation.animate import animate
+from animation.camera import CAMERAS, sequence_cameras
 from animation.export import render_sequence, write_glb, write_mesh_sequence
-from animation.motion import Motion, load_motion, resample_motion
+from animation.motion import Motion, resample_motion
+from animation.motion_files import UP_AXES, load_motion
 from avatar.artifact import Avatar
 from foundation.body.model import BodyModel
 from foundation.io.atomic import atomic_write_json
@@ -37,8 +40,15 @@ class AnimationConfig:
     """Animation-stage settings (the schema of ``animation.*`` in the pipeline config; defaults here only).
 
     fps: resample the motion to this rate (None: keep the file's).  max_frames: cap (None: all).
-    up: the motion file's up axis ("auto": AMASS Z-up, SMPL-X layout Y-up).  motion_fps: rate for
-    files that store none.  center: put the first frame's root over the origin (x, z).
+    up: the motion file's up axis: "auto" (read from the data: where the body's spine points; AMASS
+        comes out "z", camera-frame fits "-y") or one of "y", "-y", "z", "-z", "x", "-x".
+    motion_fps: frame rate of files that store none (None: 30).
+    allow_pickle: accept ``.pkl`` motion files (a pickle can run code when loaded: only for trusted files).
+    center: put the first frame's root over the origin (x, z).
+    retarget: scale a tracked motion's translation by the avatar's height over the performer's (files
+        store no performer height in this body model, so they play as they are).
+    camera: "follow" (moves with the character, which fills most of the frame height), "orbit"
+        (follow while turning once around it) or "fixed" (frames the whole trajectory).
     correct_pose: pose-dependent correction of the canonical mesh (None: the avatar's choice, made on
         its held-out frames).  export_*: outputs to write.
     video_size: square video side (px); video_crf: x264 quality.
@@ -49,7 +59,10 @@ class AnimationConfig:
     max_frames: int | None = 300
     up: str = "auto"
     motion_fps: float | None = None
+    allow_pickle: bool = False
     center: bool = True
+    retarget: bool = True
+    camera: str = "follow"
     correct_pose: bool | None = None
     export_ply: bool = True
     export_obj: bool = False
@@ -58,6 +71,12 @@ class AnimationConfig:
     video_size: int = 512
     video_crf: int = 20
     threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.up not in UP_AXES:
+            raise ValueError(f"animation.up must be one of {list(UP_AXES)}, got {self.up!r}")
+        if self.camera not in CAMERAS:
+            raise ValueError(f"animation.camera must be one of {list(CAMERAS)}, got {self.camera!r}")
 
 
 @dataclass(frozen=True)
@@ -91,40 +110,65 @@ class AnimationResult:
         return AnimationResult(**d, root=str(Path(directory)))
 
 
-def prepare_motion(motion_path, cfg: AnimationConfig, body, betas) -> Motion:
-    """Load, convert to Y-up, resample and trim a motion for the avatar's body."""
+def _rest(body: BodyModel, betas):
+    """Canonical template of ``body`` with ``betas`` (NB,) or (1, NB): (V, 3) vertices, (55, 3) joints."""
     import torch
 
     with torch.no_grad():
-        pelvis = body.rest(betas.reshape(1, -1).float())[1][0, 0].numpy()
-    m = load_motion(motion_path, up=cfg.up, fps=cfg.motion_fps, pelvis=pelvis)
+        v, j = body.rest(torch.as_tensor(betas).reshape(1, -1).float())
+    return v[0], j[0]
+
+
+def body_height(body: BodyModel, betas) -> float:
+    """Standing height (m) of ``body`` with ``betas``: the canonical template's y extent."""
+    v = _rest(body, betas)[0]
+    return float(v[:, 1].amax() - v[:, 1].amin())
+
+
+def prepare_motion(motion: str | Path | Motion, cfg: AnimationConfig, body: BodyModel, betas) -> Motion:
+    """Load (a path) or take (a :class:`Motion`), resample, trim, retarget and centre a motion for the avatar.
+
+    Args:
+        motion: a motion file (:func:`animation.motion_files.load_motion`) or a +Y-up Motion.
+        betas: (NB,) or (1, NB) the avatar's shape (its pelvis and height).
+    """
+    pelvis = _rest(body, betas)[1][0].numpy()
+    if isinstance(motion, Motion):
+        m = motion
+    else:
+        m = load_motion(motion, up=cfg.up, fps=cfg.motion_fps, allow_pickle=cfg.allow_pickle, pelvis=pelvis)
     if cfg.fps:
         m = resample_motion(m, cfg.fps)
     if cfg.max_frames and len(m) > cfg.max_frames:
-        m = Motion(m.poses[: cfg.max_frames], m.trans[: cfg.max_frames], m.fps, m.betas, m.gender, m.source, m.layout)
+        m = replace(m, poses=m.poses[: cfg.max_frames], trans=m.trans[: cfg.max_frames])
+    if cfg.retarget and m.height:
+        scale = body_height(body, betas) / m.height
+        log.info("motion: translation scaled by %.3f (avatar height / performer height)", scale)
+        m = replace(m, trans=(m.trans * scale).astype(m.trans.dtype))
     if cfg.center:
         tr = m.trans.copy()
         tr[:, [0, 2]] -= tr[0, [0, 2]]
-        m = Motion(m.poses, tr, m.fps, m.betas, m.gender, m.source, m.layout)
+        m = replace(m, trans=tr)
     return m
 
 
-def run_animation(avatar: Avatar, motion_path: str | Path, cfg: AnimationConfig, body: BodyModel, out_dir: Path,
+def run_animation(avatar: Avatar, motion: str | Path | Motion, cfg: AnimationConfig, body: BodyModel, out_dir: Path,
                   logger: RunLogger | None = None) -> AnimationResult:
-    """Stage entry (called by the pipeline): play ``motion_path`` on ``avatar`` and export.
+    """Stage entry (called by the pipeline): play ``motion`` on ``avatar`` and export.
 
     Args:
-        avatar: :class:`avatar.artifact.Avatar`; motion_path: AMASS / SMPL-X ``.npz``;
-        body: the avatar's body model; out_dir: the stage's (temporary) output directory.
+        avatar: :class:`avatar.artifact.Avatar`; motion: a motion file of any accepted layout
+            (:mod:`animation.motion_files`) or a :class:`Motion` (e.g. tracked from a video,
+            :func:`animation.motion.motion_from_tracks`); body: the avatar's body model;
+        out_dir: the stage's (temporary) output directory.
     """
     from foundation.body.skeleton import SMPLX_JOINT_NAMES
-    from foundation.render import front_camera
     from foundation.io.video import write_video
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    motion = prepare_motion(motion_path, cfg, body, avatar.betas)
-    motion.save(out / "motion.npz")
+    motion = prepare_motion(motion, cfg, body, avatar.betas)
+    motion.save(out / "motion.npz", pelvis=_rest(body, avatar.betas)[1][0].numpy())
     from foundation.threads import torch_threads
 
     with torch_threads(cfg.threads):
@@ -143,9 +187,8 @@ def run_animation(avatar: Avatar, motion_path: str | Path, cfg: AnimationConfig,
         files["glb"] = "avatar.glb"
     if cfg.render_video:
         t0 = time.perf_counter()
-        step = max(1, seq.verts.shape[1] // 5000)
-        cam = front_camera(seq.verts[:, ::step].reshape(-1, 3).numpy(), cfg.video_size)
-        frames = render_sequence(seq.verts, seq.faces, seq.colors, cam)
+        cams = sequence_cameras(seq.verts, cfg.camera, cfg.video_size, motion.fps)
+        frames = render_sequence(seq.verts, seq.faces, seq.colors, cams)
         write_video(out / "animation.mp4", frames, motion.fps, crf=cfg.video_crf)
         files["video"] = "animation.mp4"
         stats["render_fps"] = len(seq) / (time.perf_counter() - t0)

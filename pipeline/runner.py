@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from animation.motion import load_motion
+from animation.motion import Motion, motion_from_tracks
+from animation.motion_files import load_motion
 from animation.stage import AnimationResult, run_animation
 from avatar.artifact import Avatar
 from avatar.stage import run_avatar
@@ -68,7 +69,7 @@ def _digest(obj: Any) -> str:
 
 
 def run_stage(name: str, run_dir: Path, compute: Callable[[Path], A], load: Callable[[Path], A], *,
-              force: bool, config: Any = None) -> A:
+              force: bool, config: Any = None, recompute_on_change: bool = False) -> A:
     """Load stage ``name`` from ``run_dir/name`` if it is complete, else compute and save it.
 
     Args:
@@ -76,6 +77,8 @@ def run_stage(name: str, run_dir: Path, compute: Callable[[Path], A], load: Call
         load: ``load(stage_dir) -> artifact``.
         config: the stage's config (a dataclass or JSON-able; recorded in DONE.json; a change is
             reported, not acted on, so a finished stage is never silently thrown away: use ``force``).
+        recompute_on_change: a changed config recomputes the stage (for cheap stages whose config names
+            their input, e.g. the animation's motion file).
     """
     from foundation.io.atomic import atomic_directory
 
@@ -85,12 +88,14 @@ def run_stage(name: str, run_dir: Path, compute: Callable[[Path], A], load: Call
     done = final / "DONE.json"
     digest = _digest(config)
     if done.exists() and not force:
-        rec = json.loads(done.read_text())
-        if rec.get("config_digest") != digest:
-            log.warning("%s: config changed since this stage ran; using the cached result "
-                        "(add force=[%s] to recompute)", name, name)
-        log.info("%s: cached in %s", name, final)
-        return load(final)
+        changed = json.loads(done.read_text()).get("config_digest") != digest
+        if not changed or not recompute_on_change:
+            if changed:
+                log.warning("%s: config changed since this stage ran; using the cached result "
+                            "(add force=[%s] to recompute)", name, name)
+            log.info("%s: cached in %s", name, final)
+            return load(final)
+        log.info("%s: config changed since this stage ran: recomputing", name)
     t0 = time.perf_counter()
     with atomic_directory(final) as tmp:
         log.info("%s: running", name)
@@ -126,8 +131,13 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     torch.manual_seed(cfg.seed)
     if cfg.video is not None and not Path(cfg.video).exists():
         raise FileNotFoundError(f"video {cfg.video} does not exist")
-    if "animation" in cfg.stages and cfg.motion is not None:  # a bad motion file fails now, not after the avatar
-        load_motion(cfg.motion, up=cfg.animation.up, fps=cfg.animation.motion_fps)
+    motion_is_video = cfg.motion is not None and is_video(cfg.motion)
+    if "animation" in cfg.stages and cfg.motion is not None and not motion_is_video:
+        # a bad motion file fails now, not after hours of recon and training
+        load_motion(cfg.motion, up=cfg.animation.up, fps=cfg.animation.motion_fps,
+                    allow_pickle=cfg.animation.allow_pickle)
+    if motion_is_video and not Path(cfg.motion).exists():
+        raise FileNotFoundError(f"motion video {cfg.motion} does not exist")
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
@@ -151,15 +161,35 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
             avatar = run_stage("avatar", run_dir, lambda d: run_avatar(tracks, recon, cfg.avatar, body, d, logger),
                                Avatar.load, force=cfg.forced("avatar"), config=cfg.avatar)
         if "animation" in wanted:
-            motion = Path(cfg.motion) if cfg.motion is not None else make_demo_motion(run_dir / "demo_input" / "motion.npz")
+            motion: Path | Motion
+            if motion_is_video:  # motion transfer: track the other clip like any stage, play its motion
+                mv = Path(cfg.motion)
+                mtracks = run_stage(f"motion_{mv.stem}", run_dir,
+                                    lambda d: run_tracking(mv, cfg.tracking, body, d, logger), Tracks.load,
+                                    force=cfg.forced("tracking"), config={**dataclasses.asdict(cfg.tracking),
+                                                                          "video": str(mv)})
+                motion = motion_from_tracks(mtracks, body)
+            elif cfg.motion is not None:
+                motion = Path(cfg.motion)
+            else:
+                motion = make_demo_motion(run_dir / "demo_input" / "motion.npz")
             animation = run_stage(
                 "animation", run_dir, lambda d: run_animation(avatar, motion, cfg.animation, body, d, logger),
                 AnimationResult.load, force=cfg.forced("animation"),
-                config={**dataclasses.asdict(cfg.animation), "motion": str(motion)})
+                config={**dataclasses.asdict(cfg.animation), "motion": str(cfg.motion)}, recompute_on_change=True)
     finally:
         logger.finish()
     log.info("finished: %s", run_dir)
     return PipelineResult(run_dir, tracks, recon, avatar, animation)
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm")
+
+
+def is_video(path: str | Path) -> bool:
+    """A clip (by its suffix) or a folder of frames: what the tracking stage reads."""
+    p = Path(path)
+    return p.suffix.lower() in VIDEO_SUFFIXES or p.is_dir()
 
 
 def make_demo_video(directory: Path, cfg: PipelineConfig) -> Path:

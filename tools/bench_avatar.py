@@ -84,7 +84,8 @@ def main() -> None:
 
     from animation.animate import animate
     from animation.export import render_sequence, write_glb, write_mesh_sequence
-    from animation.motion import load_motion, resample_motion, write_demo_motion
+    from animation.motion import resample_motion, write_demo_motion
+    from animation.motion_files import load_motion
     from foundation.body import build_body_model
     from foundation.metrics import chamfer_cm, psnr, ssim
     from foundation.render import front_camera, render_mesh

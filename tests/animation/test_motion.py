@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from animation.motion import Motion, MotionError, load_motion, resample_motion, write_demo_motion
+from animation.motion import DEFAULT_FPS, Motion, MotionError, resample_motion, write_demo_motion
+from animation.motion_files import load_motion
 
 
 def _amass(path, T=6, width=156, **over):
@@ -31,7 +32,7 @@ def test_amass_smplh_layout(tmp_path):
     p = tmp_path / "walk.npz"
     d = _amass(p)
     m = load_motion(p, up="y")
-    assert m.poses.shape == (6, 55, 3) and m.fps == 60.0 and m.layout == "amass" and m.gender == "female"
+    assert m.poses.shape == (6, 55, 3) and m.fps == 60.0 and m.layout == "smplh" and m.gender == "female"
     np.testing.assert_allclose(m.poses[:, :22].reshape(6, -1), d["poses"][:, :66], atol=1e-6)
     np.testing.assert_allclose(m.poses[:, 22:25], 0)  # no jaw / eyes in SMPL-H
     np.testing.assert_allclose(m.poses[:, 25:40].reshape(6, -1), d["poses"][:, 66:111], atol=1e-6)  # left hand
@@ -64,7 +65,7 @@ def test_smplx_layout(tmp_path):
     p = tmp_path / "s.npz"
     d = _smplx(p)
     m = load_motion(p)
-    assert m.layout == "smplx" and m.fps == 30.0 and len(m) == 5
+    assert m.layout == "amass_smplx" and m.fps == 30.0 and len(m) == 5
     np.testing.assert_allclose(m.poses[:, 0], d["root_orient"], atol=1e-6)
     np.testing.assert_allclose(m.poses[:, 1:22].reshape(5, -1), d["pose_body"], atol=1e-6)
     np.testing.assert_allclose(m.poses[:, 22], d["pose_jaw"], atol=1e-6)
@@ -76,7 +77,7 @@ def test_smplx_layout(tmp_path):
     _smplx(p2, pose_hand=None, pose_jaw=None, pose_eye=None, pose_body=np.zeros((5, 21, 3)))
     m2 = load_motion(p2)
     np.testing.assert_allclose(m2.poses[:, 1:], 0)
-    # round trip through Motion.save (SMPL-X layout)
+    # round trip through Motion.save (AMASS SMPL-X layout, Z-up: found again by the up detection)
     m.save(tmp_path / "saved.npz")
     m3 = load_motion(tmp_path / "saved.npz")
     np.testing.assert_allclose(m3.poses, m.poses, atol=1e-6)
@@ -84,15 +85,15 @@ def test_smplx_layout(tmp_path):
 
 
 @pytest.mark.parametrize("layout,over,match", [
-    ("amass", dict(poses=np.zeros((6, 100))), r"'poses' must have shape \(T, 156\).*got \(6, 100\)"),
+    ("amass", dict(poses=np.zeros((6, 100))), r"'poses' must have shape \(T, 72\) SMPL.*got \(6, 100\)"),
     ("amass", dict(trans=np.zeros((5, 3))), r"'trans' must have shape \(6, 3\), got \(5, 3\)"),
-    ("amass", dict(trans=None), r"missing key 'trans'"),
-    ("amass", dict(mocap_framerate=None), r"no frame rate.*mocap_framerate"),
+    ("amass", dict(trans=None), r"missing the root translation.*'trans'"),
     ("amass", dict(mocap_framerate=np.float64(-1)), r"'mocap_framerate' must be a positive"),
     ("smplx", dict(pose_body=None), r"missing keys \['pose_body'\]"),
-    ("smplx", dict(root_orient=None, trans=None), r"missing keys \['root_orient', 'trans'\]"),
-    ("smplx", dict(pose_body=np.zeros((5, 60))), r"'pose_body' must have shape \(5, 63\), got \(5, 60\)"),
-    ("smplx", dict(pose_hand=np.zeros((4, 90))), r"'pose_hand' must have shape \(5, 90\)"),
+    ("smplx", dict(root_orient=None), r"missing keys \['root_orient'\]"),
+    ("smplx", dict(trans=None), r"missing the root translation"),
+    ("smplx", dict(pose_body=np.zeros((5, 60))), r"'pose_body' must have shape \(T, 63\).*got \(5, 60\)"),
+    ("smplx", dict(pose_hand=np.zeros((4, 90))), r"'pose_hand' has 4 frames, expected 5"),
     ("smplx", dict(trans=np.full((5, 3), np.nan)), r"'trans' contains NaN"),
 ])
 def test_bad_files_name_file_and_key(tmp_path, layout, over, match):
@@ -113,9 +114,10 @@ def test_unknown_layout_and_missing_file(tmp_path):
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(MotionError, match="junk.npz"):
         load_motion(tmp_path / "junk.npz")
-    # a file without a rate loads when the caller supplies one
+    # a file without a rate loads at the caller's rate, else at the documented default (with a warning)
     _smplx(tmp_path / "norate.npz", mocap_frame_rate=None)
     assert load_motion(tmp_path / "norate.npz", fps=24.0).fps == 24.0
+    assert load_motion(tmp_path / "norate.npz").fps == DEFAULT_FPS
 
 
 def test_resample_fps():
@@ -143,7 +145,7 @@ def test_resample_fps():
 def test_demo_motion(tmp_path):
     p = write_demo_motion(tmp_path / "demo.npz", num_frames=30)
     m = load_motion(p)
-    assert len(m) == 30 and m.layout == "amass"
+    assert len(m) == 30 and m.layout == "smplh"
     np.testing.assert_allclose(m.poses[:, 0], 0, atol=1e-5)  # upright after the Z-up conversion
     assert m.trans[-1, 2] > m.trans[0, 2]  # walks towards +Z
     assert m.trans[:, 1].min() > 0.8  # pelvis height is +Y

@@ -49,6 +49,17 @@ def test_pipeline_end_to_end_and_resume(tmp_path):
     assert (run / "recon" / "DONE.json").stat().st_mtime == mtimes["recon"]
     assert stamps["recon"] > 0
 
+    # motion transfer: the moves of another clip (here the demo clip itself), tracked like any stage
+    from animation.motion_files import load_motion
+
+    clip = run / "demo_input" / "clip.mp4"
+    before = (run / "animation" / "DONE.json").stat().st_mtime
+    out = run_pipeline(_cfg(tmp_path, f"motion={clip}", "stages=[animation]"))
+    assert (run / "motion_clip" / "DONE.json").exists()
+    assert (run / "animation" / "DONE.json").stat().st_mtime > before  # a new motion recomputes the stage
+    played = load_motion(run / "animation" / "motion.npz")
+    assert out.animation.num_frames == len(played) >= 4 and played.fps == 30.0
+
 
 def test_cli_rejects_corrupt_video_and_leaves_nothing(tmp_path):
     bad = tmp_path / "broken.mp4"
