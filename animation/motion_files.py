@@ -77,26 +77,21 @@ def read_arrays(path: Path, allow_pickle: bool = False) -> dict[str, np.ndarray]
         return {str(k): np.asarray(v) for k, v in obj.items()}
     try:
         z = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "pickle" in str(e).lower():
+        arrays = None if isinstance(z, np.ndarray) else _npz_arrays(z)
+    except (ValueError, OSError, EOFError) as e:
+        if isinstance(e, ValueError) and "pickle" in str(e).lower():
             raise MotionError(f"{path}: holds pickled objects, refused (a pickle runs code when loaded); if you "
                               f"trust the file, set animation.allow_pickle=true; {ACCEPTED_LAYOUTS}") from e
         raise MotionError(f"{path}: not a readable .npz motion file ({_one_line(e)}); {ACCEPTED_LAYOUTS}") from e
-    except (OSError, EOFError) as e:
-        raise MotionError(f"{path}: not a readable .npz motion file ({_one_line(e)}); {ACCEPTED_LAYOUTS}") from e
-    if isinstance(z, np.ndarray):  # a bare .npy array
+    if arrays is None:  # a bare .npy array
         raise MotionError(f"{path}: a single array of shape {tuple(z.shape)}: {_describe_array(z)}; "
                           f"{ACCEPTED_LAYOUTS}")
-    try:
-        with z:
-            return {k: z[k] for k in z.files}
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise MotionError(f"{path}: holds pickled objects, refused (a pickle runs code when loaded); if you "
-                              f"trust the file, set animation.allow_pickle=true; {ACCEPTED_LAYOUTS}") from e
-        raise MotionError(f"{path}: not a readable .npz motion file ({_one_line(e)}); {ACCEPTED_LAYOUTS}") from e
-    except (OSError, EOFError) as e:
-        raise MotionError(f"{path}: not a readable .npz motion file ({_one_line(e)}); {ACCEPTED_LAYOUTS}") from e
+    return arrays
+
+
+def _npz_arrays(z) -> dict[str, np.ndarray]:
+    with z:
+        return {k: z[k] for k in z.files}
 
 
 def _describe_array(a: np.ndarray) -> str:

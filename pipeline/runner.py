@@ -8,7 +8,8 @@
       tracking/   Tracks (+ overlay.mp4)          DONE.json
       recon/      Recon (per-frame .ply, maps)    DONE.json
       avatar/     Avatar (networks, canonical mesh)
-      animation/  meshes/, avatar.glb, animation.mp4
+      motion_<stem>/  Tracks of a motion video (motion=dance.mp4: motion transfer)
+      animation/  meshes/, avatar.glb, animation.mp4, motion.npz
 
 A stage directory with a ``DONE.json`` is loaded instead of recomputed; ``force=true`` (or
 ``force=[recon,avatar]``) recomputes. A stage is built in ``.<stage>.tmp-*`` and renamed into place
