@@ -188,3 +188,37 @@ def test_bad_input():
         detect_person(np.zeros((2, 8, 8, 3), np.float32))
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
         detect_person(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_scene_cuts_found_between_shots():
+    from tracking.detect import scene_cuts
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (1, 48, 64, 3), dtype=np.uint8).repeat(3, 0)
+    b = (255 - a[:1]).repeat(2, 0)  # another shot
+    noisy = np.clip(a.astype(int) + rng.integers(-8, 9, a.shape), 0, 255).astype(np.uint8)  # same shot, noise
+    assert scene_cuts(np.concatenate([a, b, a]), 0.15).tolist() == [3, 5]
+    assert scene_cuts(noisy, 0.15).tolist() == []
+    assert scene_cuts(a[:1], 0.15).tolist() == []
+
+
+def test_a_scene_cut_restarts_the_tracker(anny_left_arm_up, monkeypatch):
+    """The person of one shot must not be carried by mediapipe's tracker into the next shot."""
+    import mediapipe as mp
+
+    made = []
+    real = mp.solutions.pose.Pose
+
+    def counting(*a, **k):
+        made.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(mp.solutions.pose, "Pose", counting)
+    img = anny_left_arm_up.image
+    frames = np.stack([img, img, 255 - img, 255 - img, img])
+    det = detect_person(frames, DetectConfig(use_holistic=False, min_valid_fraction=0.0))
+    assert len(made) == 3  # the first graph, then one per cut (frames 2 and 4)
+    assert det.valid[[0, 1, 4]].all()
+    made.clear()
+    detect_person(frames, DetectConfig(use_holistic=False, min_valid_fraction=0.0, scene_cut=0.0))
+    assert len(made) == 1
