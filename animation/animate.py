@@ -49,7 +49,7 @@ def animate(avatar, motion: Motion, body, correct: bool | None = None, chunk: in
     """Pose ``avatar`` (an :class:`avatar.artifact.Avatar`) along ``motion``.
 
     Args:
-        motion: Y-up motion (see :func:`animation.motion.load_motion`); its betas are ignored
+        motion: Y-up motion (see :func:`animation.motion_files.load_motion`); its betas are ignored
             (the avatar keeps its own shape).
         body: the body model the avatar was trained with.
         correct: apply the pose-dependent correction (False: pure LBS of the canonical mesh; None: the

@@ -69,8 +69,11 @@ def sequence_cameras(verts: torch.Tensor, mode: str = "follow", size: int = 512,
     raw = np.maximum(hi[:, 1] - lo[:, 1], horiz)  # square image: the larger of height and width
     half = max(1, int(round(smooth_s * fps / 2)))
     sigma = smooth_s * fps / 4
+    smooth_centre = _smooth(centre, sigma)
+    drift = np.abs(smooth_centre - centre)[:, :2].max(1)  # the smoothed centre lags the character
+    raw = raw + 2 * drift
     extent = np.maximum(_smooth(_running_max(raw, half), sigma), raw)  # smooth, and never cut a frame
-    centre = _smooth(centre, sigma)
+    centre = smooth_centre
     depth = _smooth(_running_max(depth, half), sigma)
     tan = np.tan(np.radians(fov_deg) / 2)
     dist = 0.5 * extent / fill / tan + depth  # the nearest body point stays inside the framing

@@ -64,6 +64,8 @@ class Motion:
 
     def __post_init__(self) -> None:
         T = self.poses.shape[0]
+        if T < 1:
+            raise MotionError("Motion: no frames")
         if self.poses.shape != (T, NUM_JOINTS, 3):
             raise MotionError(f"Motion.poses must be (T, {NUM_JOINTS}, 3), got {self.poses.shape}")
         if self.trans.shape != (T, 3):

@@ -16,7 +16,7 @@ Accepted (T frames; every layout is recognised by its keys, whatever the file is
 * AIST++'s own keys ``smpl_poses`` (T, 72), ``smpl_trans`` (T, 3), ``smpl_scaling`` (1,).
 
 Optional everywhere: ``betas``, ``gender``, a frame rate (``mocap_framerate``, ``mocap_frame_rate``
-or ``fps``; else ``fps=`` / ``animation.motion_fps``, else 30 fps with a warning).
+or ``fps``; else ``fps=`` / ``animation.motion_fps``, else 30 fps (AIST++'s own keys: 60) with a warning).
 
 The up axis is read from the data (``up="auto"``): the direction the body's own +Y (its spine)
 points to on average, snapped to the nearest of +-X, +-Y, +-Z; AMASS comes out Z-up, camera-frame fits
@@ -32,6 +32,8 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +50,9 @@ ACCEPTED_LAYOUTS = (
     "'global_orient', 'body_pose' (T, 63 or 69), 'transl'; or AIST++ 'smpl_poses', 'smpl_trans'")
 UP_AXES = ("auto", "y", "-y", "z", "-z", "x", "-x")
 FPS_KEYS = ("mocap_framerate", "mocap_frame_rate", "fps")
+AIST_FPS = 60.0  # AIST++ is captured at 60 fps and its files store no rate
 PICKLE_SUFFIXES = (".pkl", ".pickle")
+NUMPY_SUFFIXES = (".npz", ".npy")
 
 
 def _one_line(e: Exception) -> str:
@@ -75,15 +79,21 @@ def read_arrays(path: Path, allow_pickle: bool = False) -> dict[str, np.ndarray]
             raise MotionError(f"{path}: the pickle holds a {type(obj).__name__}, not a dict of arrays; "
                               f"{ACCEPTED_LAYOUTS}")
         return {str(k): np.asarray(v) for k, v in obj.items()}
+    if path.suffix.lower() not in NUMPY_SUFFIXES:
+        raise MotionError(f"{path}: not a motion file this project reads (.npz, or .pkl with animation.allow_pickle; "
+                          f"BVH / FBX are not supported: convert them to SMPL-X, e.g. with AMASS tools); "
+                          f"{ACCEPTED_LAYOUTS}")
     try:
-        z = np.load(path, allow_pickle=False)
+        z = np.load(path, allow_pickle=allow_pickle)
         arrays = None if isinstance(z, np.ndarray) else _npz_arrays(z)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         if isinstance(e, ValueError) and "pickle" in str(e).lower():
             raise MotionError(f"{path}: holds pickled objects, refused (a pickle runs code when loaded); if you "
                               f"trust the file, set animation.allow_pickle=true; {ACCEPTED_LAYOUTS}") from e
         raise MotionError(f"{path}: not a readable .npz motion file ({_one_line(e)}); {ACCEPTED_LAYOUTS}") from e
     if arrays is None:  # a bare .npy array
+        if z.dtype == object and z.shape == () and isinstance(z.item(), dict):  # np.save of a dict (allow_pickle)
+            return {str(k): np.asarray(v) for k, v in z.item().items()}
         raise MotionError(f"{path}: a single array of shape {tuple(z.shape)}: {_describe_array(z)}; "
                           f"{ACCEPTED_LAYOUTS}")
     return arrays
@@ -115,6 +125,8 @@ def _rotations(d: dict, key: str, path: Path, T: int | None, joints: int | tuple
         raise MotionError(f"{path}: key '{key}' must be numeric, got dtype {a.dtype}")
     allowed = (joints,) if isinstance(joints, int) else joints
     widths = " or ".join(f"{3 * j}" for j in allowed)
+    if a.ndim == 3 and a.shape[1:] == (3, 3) and allowed == (1,):  # (T, 3, 3): one joint's matrices
+        a = a[:, None]
     if a.ndim == 4 and a.shape[-2:] == (3, 3) and a.shape[1] in allowed:  # rotation matrices
         from scipy.spatial.transform import Rotation
 
@@ -153,10 +165,13 @@ def _trans(d: dict, path: Path, T: int, keys=("trans", "transl")) -> np.ndarray:
     raise MotionError(f"{path}: missing the root translation: expected one of the keys {list(keys)} ({T}, 3)")
 
 
-def _fps(d: dict, path: Path, default: float | None) -> float:
+def _fps(d: dict, path: Path, default: float | None, layout_default: float = DEFAULT_FPS) -> float:
     for k in FPS_KEYS:
         if k in d:
-            v = float(np.asarray(d[k]).reshape(-1)[0])
+            a = np.asarray(d[k]).reshape(-1)
+            if a.size != 1 or not np.issubdtype(a.dtype, np.number):
+                raise MotionError(f"{path}: key '{k}' must be one number (the frame rate), got {np.asarray(d[k])!r}")
+            v = float(a[0])
             if not (v > 0 and math.isfinite(v)):
                 raise MotionError(f"{path}: key '{k}' must be a positive frame rate, got {v}")
             return v
@@ -165,14 +180,17 @@ def _fps(d: dict, path: Path, default: float | None) -> float:
             raise MotionError(f"{path}: the frame rate given (animation.motion_fps) must be > 0, got {default}")
         return float(default)
     log.warning("motion %s stores no frame rate (keys %s): assuming %g fps; set animation.motion_fps to change it",
-                path.name, list(FPS_KEYS), DEFAULT_FPS)
-    return DEFAULT_FPS
+                path.name, list(FPS_KEYS), layout_default)
+    return layout_default
 
 
 def _betas(d: dict, path: Path) -> np.ndarray | None:
     if "betas" not in d:
         return None
-    b = np.asarray(d["betas"], np.float32)
+    b = np.asarray(d["betas"])
+    if not np.issubdtype(b.dtype, np.number):
+        raise MotionError(f"{path}: key 'betas' must be numeric, got dtype {b.dtype}")
+    b = b.astype(np.float32)
     if b.ndim == 2:
         b = b[0]
     if b.ndim != 1:
@@ -217,8 +235,8 @@ def _hand(d: dict, side: str, path: Path, T: int) -> np.ndarray | None:
     if key not in d:
         return None
     a = np.asarray(d[key], np.float64)
-    if a.ndim == 2 and a.shape[1] < 45:
-        comp_key, mean_key = f"{side}_hand_components", f"{side}_hand_mean"
+    comp_key, mean_key = f"{side}_hand_components", f"{side}_hand_mean"
+    if a.ndim == 2 and (a.shape[1] < 45 or comp_key in d):  # PCA coefficients
         if comp_key not in d:
             raise MotionError(f"{path}: key '{key}' has {a.shape[1]} values per frame (hand PCA coefficients) but "
                               f"the file has no '{comp_key}' ({a.shape[1]}, 45) basis to expand them; save the "
@@ -226,8 +244,9 @@ def _hand(d: dict, side: str, path: Path, T: int) -> np.ndarray | None:
         comp = np.asarray(d[comp_key], np.float64)
         if comp.ndim != 2 or comp.shape[1] != 45 or comp.shape[0] < a.shape[1]:
             raise MotionError(f"{path}: key '{comp_key}' must have shape (>= {a.shape[1]}, 45), got {comp.shape}")
-        mean = np.asarray(d[mean_key], np.float64).reshape(45) if mean_key in d else np.zeros(45)
-        a = a @ comp[: a.shape[1]] + mean
+        a = a @ comp[: a.shape[1]]
+    if mean_key in d:  # smplx with flat_hand_mean=False: poses are relative to the mean hand
+        a = a.reshape(len(a), -1) + np.asarray(d[mean_key], np.float64).reshape(45)
     return _rotations({key: a}, key, path, T, 15)
 
 
@@ -291,7 +310,8 @@ def parse_motion(d: dict[str, np.ndarray], path: Path, fps: float | None = None)
         raise MotionError(f"{path}: unknown motion layout, keys {sorted(d)}; {ACCEPTED_LAYOUTS}")
     if len(poses) < 1:
         raise MotionError(f"{path}: the motion has no frames")
-    return Motion(poses, trans, _fps(d, path, fps), _betas(d, path), _gender(d), str(path), layout)
+    rate = _fps(d, path, fps, AIST_FPS if layout == "aist" else DEFAULT_FPS)
+    return Motion(poses, trans, rate, _betas(d, path), _gender(d), str(path), layout)
 
 
 # ---------------------------------------------------------------------------------------------- up axis

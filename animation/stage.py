@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from animation.animate import animate
 from animation.camera import CAMERAS, sequence_cameras
 from animation.export import render_sequence, write_glb, write_mesh_sequence
@@ -142,9 +144,12 @@ def prepare_motion(motion: str | Path | Motion, cfg: AnimationConfig, body: Body
     if cfg.max_frames and len(m) > cfg.max_frames:
         m = replace(m, poses=m.poses[: cfg.max_frames], trans=m.trans[: cfg.max_frames])
     if cfg.retarget and m.height:
+        # scale the pelvis path (SMPL-X rotates the root about the pelvis joint, at transl + pelvis)
         scale = body_height(body, betas) / m.height
+        known = m.betas is not None and len(m.betas) == body.num_betas  # tracked with this body model
+        perf_pelvis = _rest(body, m.betas)[1][0].numpy() if known else np.zeros(3, np.float32)
         log.info("motion: translation scaled by %.3f (avatar height / performer height)", scale)
-        m = replace(m, trans=(m.trans * scale).astype(m.trans.dtype))
+        m = replace(m, trans=(scale * (m.trans + perf_pelvis) - pelvis).astype(m.trans.dtype))
     if cfg.center:
         tr = m.trans.copy()
         tr[:, [0, 2]] -= tr[0, [0, 2]]
@@ -168,7 +173,9 @@ def run_animation(avatar: Avatar, motion: str | Path | Motion, cfg: AnimationCon
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     motion = prepare_motion(motion, cfg, body, avatar.betas)
-    motion.save(out / "motion.npz", pelvis=_rest(body, avatar.betas)[1][0].numpy())
+    # what the avatar played: its own shape where it is an SMPL-X one (Anny's phenotypes are not SMPL-X betas)
+    played_betas = avatar.betas.reshape(-1).numpy().astype(np.float32) if body.name == "smplx" else None
+    replace(motion, betas=played_betas).save(out / "motion.npz", pelvis=_rest(body, avatar.betas)[1][0].numpy())
     from foundation.threads import torch_threads
 
     with torch_threads(cfg.threads):

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from foundation.geometry.sampling import sample_surface as sample_points
+from foundation.geometry.sampling import sample_surface
 from foundation.body.lbs import invert_skinning, skin_points
 from avatar.fields import BodySkinPrior, SkinningField
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SkinningConfig", "Samples", "sample_surface", "skin", "unskin", "blended_rotation",
+__all__ = ["SkinningConfig", "Samples", "sample_colored_surface", "skin", "unskin", "blended_rotation",
            "train_skinning", "canonicalize"]
 
 
@@ -74,7 +74,7 @@ class Samples:
         return self.points.shape[0]
 
 
-def sample_surface(verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None, n: int,
+def sample_colored_surface(verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None, n: int,
                    rng: np.random.Generator, color_weight: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Area-weighted random points on a coloured mesh (:func:`foundation.geometry.sampling.sample_surface`).
@@ -87,7 +87,7 @@ def sample_surface(verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | No
         colour weights (n,) float32 (the smallest of the face's three: a face is trusted only if
         the camera saw all of it).
     """
-    s = sample_points(verts, faces, n, rng)
+    s = sample_surface(verts, faces, n, rng)
     f = np.asarray(faces, np.int64)
     if colors is None:
         col = np.full((n, 3), 0.7)

@@ -31,7 +31,7 @@ from foundation.threads import torch_threads
 from recon.artifact import Recon
 from tracking.artifact import Tracks
 from avatar.artifact import Avatar
-from avatar.canonicalize import Samples, SkinningConfig, canonicalize, sample_surface, train_skinning
+from avatar.canonicalize import Samples, SkinningConfig, canonicalize, sample_colored_surface, train_skinning
 from avatar.extract import bake_colors, extract_canonical_mesh
 from avatar.fields import BodySkinPrior, CanonicalSDF, ColorField, body_sdf_grid, pose_features, spread_matrix
 from avatar.train import Checkpointer, SDFConfig, train_sdf
@@ -150,7 +150,7 @@ def _train_avatar(recon, cfg: AvatarConfig, body, logger, checkpoint_dir, frames
     pts, nrm, col, cws, fid = [], [], [], [], []
     for k, i in enumerate(frames):
         fr = recon.frames[i]
-        p, n, c, cw = sample_surface(fr.verts, fr.faces, fr.colors, ecfg.samples_per_frame, rng,
+        p, n, c, cw = sample_colored_surface(fr.verts, fr.faces, fr.colors, ecfg.samples_per_frame, rng,
                                      fr.color_weight)
         pts.append(p), nrm.append(n), col.append(c), cws.append(cw), fid.append(np.full(len(p), k))
     cat = lambda a: torch.from_numpy(np.concatenate(a))  # noqa: E731

@@ -69,6 +69,15 @@ def _digest(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _done_digest(stage_dir: Path) -> str | None:
+    """Which build of a finished stage this is: its config digest and finishing time (None: not finished)."""
+    done = stage_dir / "DONE.json"
+    if not done.exists():
+        return None
+    rec = json.loads(done.read_text())
+    return f"{rec.get('config_digest')}@{rec.get('finished')}"
+
+
 def run_stage(name: str, run_dir: Path, compute: Callable[[Path], A], load: Callable[[Path], A], *,
               force: bool, config: Any = None, recompute_on_change: bool = False) -> A:
     """Load stage ``name`` from ``run_dir/name`` if it is complete, else compute and save it.
@@ -104,7 +113,7 @@ def run_stage(name: str, run_dir: Path, compute: Callable[[Path], A], load: Call
         artifact.save(tmp)
         (tmp / "DONE.json").write_text(json.dumps(
             {"stage": name, "seconds": round(time.perf_counter() - t0, 2), "config_digest": digest,
-             "config": config}, indent=2, default=str))
+             "finished": time.time(), "config": config}, indent=2, default=str))
     log.info("%s: done in %.1f s -> %s", name, time.perf_counter() - t0, final)
     return load(final)
 
@@ -150,34 +159,45 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     last = max(STAGES.index(s) for s in cfg.stages)
     wanted = STAGES[:last + 1]
     tracks = recon = avatar = animation = None
+
+    def after(*names: str) -> dict:
+        """The digests of the finished stages a stage is built from: a change upstream shows in its config."""
+        return {"upstream": {n: _done_digest(run_dir / n) for n in names}}
+
     try:
         tracks = run_stage("tracking", run_dir, lambda d: run_tracking(video, cfg.tracking, body, d, logger),
-                           Tracks.load, force=cfg.forced("tracking"), config=cfg.tracking)
+                           Tracks.load, force=cfg.forced("tracking"),
+                           config={**dataclasses.asdict(cfg.tracking), "video": str(video)})
+        motion: Path | Motion | None = None
+        motion_stage = None
+        if "animation" in wanted and motion_is_video:
+            # motion transfer: track the other clip like any stage (first: a bad clip fails before the long work)
+            mv = Path(cfg.motion)
+            motion_stage = f"motion_{mv.stem}"
+            mtracks = run_stage(motion_stage, run_dir, lambda d: run_tracking(mv, cfg.tracking, body, d, logger),
+                                Tracks.load, force=cfg.forced("tracking"),
+                                config={**dataclasses.asdict(cfg.tracking), "video": str(mv)},
+                                recompute_on_change=True)
+            motion = motion_from_tracks(mtracks, body)
         if "recon" in wanted:
             recon = run_stage(
                 "recon", run_dir,
                 lambda d: run_recon(tracks, cfg.recon, body, d, logger, cache_dir=run_dir / ".recon_frames"),
-                Recon.load, force=cfg.forced("recon"), config=cfg.recon)
+                Recon.load, force=cfg.forced("recon"), config={**dataclasses.asdict(cfg.recon), **after("tracking")})
         if "avatar" in wanted:
             avatar = run_stage("avatar", run_dir, lambda d: run_avatar(tracks, recon, cfg.avatar, body, d, logger),
-                               Avatar.load, force=cfg.forced("avatar"), config=cfg.avatar)
+                               Avatar.load, force=cfg.forced("avatar"),
+                               config={**dataclasses.asdict(cfg.avatar), **after("tracking", "recon")})
         if "animation" in wanted:
-            motion: Path | Motion
-            if motion_is_video:  # motion transfer: track the other clip like any stage, play its motion
-                mv = Path(cfg.motion)
-                mtracks = run_stage(f"motion_{mv.stem}", run_dir,
-                                    lambda d: run_tracking(mv, cfg.tracking, body, d, logger), Tracks.load,
-                                    force=cfg.forced("tracking"), config={**dataclasses.asdict(cfg.tracking),
-                                                                          "video": str(mv)})
-                motion = motion_from_tracks(mtracks, body)
-            elif cfg.motion is not None:
-                motion = Path(cfg.motion)
-            else:
-                motion = make_demo_motion(run_dir / "demo_input" / "motion.npz")
+            if motion is None:
+                motion = Path(cfg.motion) if cfg.motion is not None else make_demo_motion(
+                    run_dir / "demo_input" / "motion.npz")
+            upstream = after("avatar", *([motion_stage] if motion_stage else []))
             animation = run_stage(
                 "animation", run_dir, lambda d: run_animation(avatar, motion, cfg.animation, body, d, logger),
                 AnimationResult.load, force=cfg.forced("animation"),
-                config={**dataclasses.asdict(cfg.animation), "motion": str(cfg.motion)}, recompute_on_change=True)
+                config={**dataclasses.asdict(cfg.animation), "motion": str(cfg.motion), **upstream},
+                recompute_on_change=True)
     finally:
         logger.finish()
     log.info("finished: %s", run_dir)

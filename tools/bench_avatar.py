@@ -105,7 +105,7 @@ def main() -> None:
         from recon.artifact import Recon
 
         recon = Recon.load(args.recon)
-        frames = list(range(len(recon.frames)))
+        frames = recon.frame_indices  # clip frames (a frame without a person is not in the recon)
         source = f"recon output {args.recon}"
     else:
         recon = _gt_recon(video, frames)

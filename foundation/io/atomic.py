@@ -35,19 +35,27 @@ def atomic_directory(path: str | Path):
     """Yield an empty temporary directory beside ``path``; on success it replaces ``path`` whole.
 
     The temporary directory is ``<parent>/.<name>.tmp-*``; on an exception (or ``SystemExit``) it is
-    removed and ``path`` is left as it was. Left-overs of a killed process (SIGKILL skips the
-    clean-up) are removed when the same ``path`` is next written.
+    removed and ``path`` is left as it was. A previous ``path`` is moved aside (``.<name>.old-*``)
+    before the new one is renamed in, then deleted. Left-overs of a killed process (SIGKILL skips the
+    clean-up) are removed when the same ``path`` is next written (so two processes must not write
+    the same ``path`` at once).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    for stale in path.parent.glob(f".{path.name}.old-*"):  # a replaced one whose removal was interrupted
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
+        old = None
+        if path.exists():  # move the previous one aside first: ``path`` is always whole or absent
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / path.name)
         tmp.rename(path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

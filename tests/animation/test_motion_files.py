@@ -82,7 +82,7 @@ def write(path: Path, layout: str, up: str, m: Motion) -> Path:
 def test_every_layout_and_up_axis_reads_back_the_motion(tmp_path, layout, up):
     m = reference()
     got = load_motion(write(tmp_path / f"{layout}_{up}.npz", layout, up, m))  # up axis detected
-    assert len(got) == T and got.fps == 30.0
+    assert len(got) == T and got.fps == (60.0 if layout == "aist" else 30.0)  # AIST++ stores no rate: 60
     j = CARRIES[layout]
     # rotations compared as matrices (axis-angle is not unique near pi)
     Rg = Rotation.from_rotvec(got.poses[:, j].reshape(-1, 3)).as_matrix()
@@ -157,7 +157,7 @@ def test_hand_pca_needs_its_basis(tmp_path):
 def test_each_layout_animates(stage_avatar, anny_body, tmp_path, layout):
     av, _ = stage_avatar
     p = write(tmp_path / f"{layout}.npz", layout, {"smpl": "-y", "aist": "y"}.get(layout, "z"), reference())
-    res = run_animation(av, p, AnimationConfig(video_size=64, export_gltf=False, export_ply=False), anny_body,
+    res = run_animation(av, p, AnimationConfig(fps=None, video_size=64, export_gltf=False, export_ply=False), anny_body,
                         tmp_path / "anim", NullLogger())
     assert res.num_frames == T
     played = load_motion(tmp_path / "anim" / "motion.npz")  # what was played, reusable
@@ -212,3 +212,28 @@ def test_cli_refuses_in_one_line(tmp_path, kind):
     lines = [ln for ln in err.splitlines() if bad.name in ln]
     assert len(lines) == 1 and found in lines[0], err[-3000:]
     assert "accepted" in lines[0] or "allow_pickle" in lines[0] or "basis" in lines[0]
+
+
+@pytest.mark.parametrize("name, content, what", [
+    ("broken.npz", b"PK\x03\x04 truncated zip", "not a readable .npz"),
+    ("walk.bvh", b"HIERARCHY\nROOT Hips\n", "BVH / FBX are not supported"),
+])
+def test_unreadable_files_are_motion_errors(tmp_path, name, content, what):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(MotionError, match=what):
+        load_motion(p)
+
+
+def test_odd_but_valid_shapes(tmp_path):
+    m = reference()
+    R = Rotation.from_rotvec(m.poses[:, 0]).as_matrix()  # global_orient as (T, 3, 3)
+    p = tmp_path / "m.npz"
+    np.savez(p, global_orient=R, body_pose=m.poses[:, 1:22], transl=m.trans, fps=np.array([30.0]))
+    got = load_motion(p, up="y")
+    np.testing.assert_allclose(Rotation.from_rotvec(got.poses[:, 0]).as_matrix(), R, atol=1e-5)
+    bad = tmp_path / "b.npz"
+    np.savez(bad, global_orient=m.poses[:, 0], body_pose=m.poses[:, 1:22], transl=m.trans, fps=np.array([]),
+             betas=np.array(["tall"]))
+    with pytest.raises(MotionError, match="'fps' must be one number"):
+        load_motion(bad)

@@ -5,7 +5,10 @@
 * each stage imports the foundation and only the *artifacts* of the stages before it:
   tracking -> recon -> avatar -> animation;
 * ``pipeline`` (the runner) may import everything; ``avatar.run`` is the command's entry point and
-  imports only the runner (and Hydra); nothing imports ``avatar.run``.
+  imports only the runner (and Hydra); no source module imports ``avatar.run`` (tests may).
+
+Only direct imports are checked: ``avatar.artifact`` itself imports the avatar networks it holds
+(``avatar.fields``, ``avatar.posing``, ``avatar.extract``), which is what a later stage gets with it.
 """
 
 from __future__ import annotations

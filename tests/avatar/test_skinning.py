@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from foundation.body.lbs import invert_skinning, skin_points
-from avatar.canonicalize import Samples, canonicalize, sample_surface, skin, train_skinning, unskin
+from avatar.canonicalize import Samples, canonicalize, sample_colored_surface, skin, train_skinning, unskin
 from avatar.fields import BodySkinPrior, SkinningField, pose_features, spread_matrix
 from tests.fixtures.toy import random_poses
 
@@ -54,7 +54,7 @@ def _samples(recon, n=600, seed=0):
     rng = np.random.default_rng(seed)
     pts, nrm, col, fid = [], [], [], []
     for k, fr in enumerate(recon.frames):
-        p, nn, c, _ = sample_surface(fr.verts, fr.faces, fr.colors, n, rng)
+        p, nn, c, _ = sample_colored_surface(fr.verts, fr.faces, fr.colors, n, rng)
         pts.append(p), nrm.append(nn), col.append(c), fid.append(np.full(n, k))
     cat = lambda a: torch.from_numpy(np.concatenate(a))  # noqa: E731
     return Samples(cat(pts), cat(nrm), cat(col), cat(fid).long())

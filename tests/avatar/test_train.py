@@ -9,7 +9,7 @@ import trimesh
 from avatar.artifact import Avatar
 from avatar.fields import CanonicalSDF, ColorField, body_sdf_grid
 from avatar.stage import AvatarConfig, train_avatar
-from tests.fixtures.toy import random_poses, tiny_avatar_config
+from tests.fixtures.toy import tiny_avatar_config
 from avatar.train import SDFConfig, sdf_losses, train_sdf
 
 

@@ -60,6 +60,12 @@ def test_pipeline_end_to_end_and_resume(tmp_path):
     played = load_motion(run / "animation" / "motion.npz")
     assert out.animation.num_frames == len(played) >= 4 and played.fps == 30.0
 
+    # a rebuilt avatar is re-animated even though the animation's own config did not change
+    before = (run / "animation" / "DONE.json").stat().st_mtime
+    run_pipeline(_cfg(tmp_path, f"motion={clip}", "stages=[animation]", "force=[avatar]"))
+    assert (run / "animation" / "DONE.json").stat().st_mtime > before
+    assert (run / "recon" / "DONE.json").stat().st_mtime == mtimes["recon"]
+
 
 def test_cli_rejects_corrupt_video_and_leaves_nothing(tmp_path):
     bad = tmp_path / "broken.mp4"

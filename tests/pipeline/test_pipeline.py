@@ -44,6 +44,22 @@ def test_stage_is_cached_and_forced(tmp_path):
     assert c.value == 2
 
 
+def test_a_changed_config_recomputes_only_where_asked(tmp_path):
+    calls = []
+
+    def compute(d):
+        calls.append(d)
+        return _Art(len(calls))
+
+    run_stage("s", tmp_path, compute, _Art.load, force=False, config={"k": 1})
+    assert run_stage("s", tmp_path, compute, _Art.load, force=False, config={"k": 2}).value == 1  # warned, cached
+    assert run_stage("s", tmp_path, compute, _Art.load, force=False, config={"k": 2},
+                     recompute_on_change=True).value == 2
+    assert run_stage("s", tmp_path, compute, _Art.load, force=False, config={"k": 2},
+                     recompute_on_change=True).value == 2  # unchanged now: cached
+    assert not list(tmp_path.glob(".s.old-*")) and not list(tmp_path.glob(".s.tmp-*"))
+
+
 def test_failed_stage_leaves_nothing(tmp_path):
     def boom(d):
         (d / "partial.txt").write_text("half")
