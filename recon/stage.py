@@ -23,6 +23,7 @@ from foundation.logger import RunLogger
 from recon.artifact import FrameRecon, Recon
 from recon.features import point_features
 from recon.implicit import ImplicitNet, load_implicit
+from recon.keyframes import select_keyframes
 from recon.mesh import ExtractConfig, color_confidence, extract_surface, vertex_colors
 from recon.normal_net import NormalNet, load_normal_net
 from recon.refine import RefineConfig, refine_body
@@ -54,6 +55,8 @@ class ReconConfig:
         pixels) at each point's projection, so nothing grows outside the silhouette (visual-hull
         carving; loose garments far from the body stay inside the mask); negative = off.
     frames: null = all frames; else a list of frame indices (into the sampled clip) to reconstruct.
+    max_frames: with ``frames`` null, a clip with more valid frames reconstructs this many pose-diverse
+        keyframes (:func:`recon.keyframes.select_keyframes`; ICON costs seconds per frame); null = all.
     device: "cpu" or "cuda".
     save_maps: write a PNG per frame with the crop, body and predicted normal maps to out_dir.
     resume: keep each finished frame in a cache (``<run_dir>/.recon_frames``) so an interrupted stage
@@ -68,6 +71,7 @@ class ReconConfig:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     carve_dilate_px: int = 2
     frames: list[int] | None = None
+    max_frames: int | None = 100
     device: str = "cpu"
     save_maps: bool = True
     resume: bool = True
@@ -250,7 +254,7 @@ def cache_key(tracks, cfg: ReconConfig) -> str:
 
     h = hashlib.sha1()
     c = asdict(cfg)
-    for k in ("frames", "save_maps", "device", "resume"):
+    for k in ("frames", "max_frames", "save_maps", "device", "resume"):
         c.pop(k, None)
     h.update(json.dumps(c, sort_keys=True, default=str).encode())
     for k in REFINED_PARAMS:
@@ -295,6 +299,10 @@ def run_recon(tracks: Tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | 
     frames = [i for i in frames if valid[i]]
     if not frames:
         raise ValueError("run_recon: no valid (detected) frame to reconstruct in the tracks")
+    if cfg.frames is None and cfg.max_frames and len(frames) > cfg.max_frames:
+        n_valid = len(frames)
+        frames = select_keyframes(tracks.params, frames, cfg.max_frames)
+        log.info("recon: %d pose-diverse keyframes of %d valid frames (ReconConfig.max_frames)", len(frames), n_valid)
     params = tracks.params.detach().to("cpu").clone()
     cache = FrameCache(cache_dir, cache_key(tracks, cfg)) if cache_dir is not None and cfg.resume else None
     if cache is not None:

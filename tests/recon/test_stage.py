@@ -197,3 +197,52 @@ def test_run_recon_resumes_after_crash(anny_body, tiny_tracks, tmp_path, monkeyp
     other = stage.ReconConfig(**{**cfg.__dict__, "carve_dilate_px": 4})
     stage.run_recon(tiny_tracks, other, anny_body, tmp_path / "e", cache_dir=cache)
     assert len(calls) == 2
+
+
+def test_keyframes_spread_over_the_poses():
+    from foundation.body.params import SMPLXParams
+    from recon.keyframes import select_keyframes
+
+    # 30 frames: a still pose for 20 frames, then an arm raise, then a quarter turn
+    p = SMPLXParams.zeros(30)
+    p.body_pose[20:25, 15, 2] = torch.linspace(0.2, 1.2, 5)  # left shoulder
+    p.global_orient[25:, 1] = torch.linspace(0.3, 1.5, 5)
+    keys = select_keyframes(p, list(range(30)), 4)
+    assert len(keys) == 4 and keys == sorted(keys)
+    assert keys[0] == 0 and sum(k < 20 for k in keys) == 1  # the still frames give one keyframe
+    assert any(20 <= k < 25 for k in keys) and any(k >= 25 for k in keys)
+    assert select_keyframes(p, [3, 1], 5) == [1, 3]
+    with pytest.raises(ValueError):
+        select_keyframes(p, [0], 0)
+
+
+def test_run_recon_reconstructs_keyframes_of_a_long_clip(anny_body, tiny_tracks, tmp_path, monkeypatch):
+    """With more valid frames than max_frames, only the selected keyframes are reconstructed."""
+    import dataclasses
+
+    import recon.stage as stage
+    from recon.stage import ReconConfig, run_recon
+
+    calls = []
+    real = stage.reconstruct_frame
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(stage, "reconstruct_frame", counting)
+    monkeypatch.setattr(stage, "select_keyframes", lambda params, frames, k: frames[-k:])
+    from recon.implicit import ImplicitNet
+    from recon.mesh import ExtractConfig
+    from recon.normal_net import save_checkpoint
+    from recon.refine import RefineConfig
+
+    save_checkpoint(NormalNet(NormalNetConfig(width=8, levels=2, max_width=16)), tmp_path / "n.safetensors", {})
+    save_checkpoint(ImplicitNet(), tmp_path / "i.safetensors", {})
+    cfg = ReconConfig(normal_net_ckpt=str(tmp_path / "n.safetensors"), implicit_ckpt=str(tmp_path / "i.safetensors"),
+                      crop_size=64, refine=RefineConfig(iters=0), extract=ExtractConfig(coarse_res=16, fine_res=64),
+                      max_frames=1, save_maps=False)
+    rec = run_recon(tiny_tracks, cfg, anny_body, tmp_path / "out")
+    assert rec.frame_indices == [1] and rec.params.batch_size == 1 and len(calls) == 1
+    rec2 = run_recon(tiny_tracks, dataclasses.replace(cfg, frames=[0, 1]), anny_body, tmp_path / "out2")
+    assert rec2.frame_indices == [0, 1]  # an explicit list is taken as it is
