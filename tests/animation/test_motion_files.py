@@ -153,7 +153,7 @@ def test_hand_pca_needs_its_basis(tmp_path):
         load_motion(p)
 
 
-@pytest.mark.parametrize("layout", ["smpl", "kwargs69", "amass_smplx", "aist"])
+@pytest.mark.parametrize("layout", sorted(CARRIES))
 def test_each_layout_animates(stage_avatar, anny_body, tmp_path, layout):
     av, _ = stage_avatar
     p = write(tmp_path / f"{layout}.npz", layout, {"smpl": "-y", "aist": "y"}.get(layout, "z"), reference())
