@@ -27,12 +27,7 @@ def main(cfg: DictConfig) -> None:
     from pipeline.runner import run_pipeline
 
     try:
-        typed = pipeline_config(cfg)
-        if typed.threads:
-            import torch
-
-            torch.set_num_threads(typed.threads)
-        run_pipeline(typed)
+        run_pipeline(pipeline_config(cfg))
     except (ValueError, FileNotFoundError, KeyError) as e:  # bad input: one clear line, no traceback
         log.error("%s: %s", type(e).__name__, e)
         sys.exit(2)

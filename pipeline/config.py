@@ -46,6 +46,9 @@ class PipelineConfig:
         stages: which stages to run; the earlier ones they need are loaded from ``run_dir`` or run.
         force: True (all), False, a stage name or a list of stage names to recompute.
         seed: torch seed.  threads: torch CPU threads (None: torch's default).
+        recon_shard: ``[i, n]``: only reconstruct every n-th recon frame from i into the run's per-frame
+            cache and stop (one job of a cluster array; needs the finished tracking stage). A run without
+            it afterwards merges the frames into the recon stage.
     """
 
     video: Optional[str] = None
@@ -56,6 +59,7 @@ class PipelineConfig:
     force: Any = False
     seed: int = 0
     threads: Optional[int] = None
+    recon_shard: Optional[list[int]] = None
     demo: DemoConfig = field(default_factory=DemoConfig)
     body: BodyModelConfig = field(default_factory=BodyModelConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -77,6 +81,10 @@ class PipelineConfig:
         bad = [s for s in names or [] if s not in STAGES + ("all",)]
         if bad:
             raise ValueError(f"force: unknown stages {bad}; choose from {list(STAGES)} or 'all'")
+
+        if self.recon_shard is not None and (len(self.recon_shard) != 2
+                                             or not 0 <= self.recon_shard[0] < self.recon_shard[1]):
+            raise ValueError(f"recon_shard must be [i, n] with 0 <= i < n, got {self.recon_shard}")
 
     def forced(self, stage: str) -> bool:
         """Whether ``stage`` must be recomputed even if it is cached."""

@@ -36,9 +36,10 @@ from avatar.artifact import Avatar
 from avatar.stage import run_avatar
 from foundation.body.model import build_body_model
 from foundation.logger import make_logger
+from foundation.threads import torch_threads
 from pipeline.config import STAGES, PipelineConfig
 from recon.artifact import Recon
-from recon.stage import run_recon
+from recon.stage import run_recon, run_recon_shard
 from tracking.artifact import Tracks
 from tracking.stage import run_tracking
 
@@ -136,9 +137,15 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
         NoPersonError, MotionError): bad input, with a message naming the file and what is wrong.
     """
     import torch
-    from omegaconf import OmegaConf
 
     torch.manual_seed(cfg.seed)
+    with torch_threads(cfg.threads):
+        return _run_pipeline(cfg)
+
+
+def _run_pipeline(cfg: PipelineConfig) -> PipelineResult:
+    from omegaconf import OmegaConf
+
     if cfg.video is not None and not Path(cfg.video).exists():
         raise FileNotFoundError(f"video {cfg.video} does not exist")
     motion_is_video = cfg.motion is not None and is_video(cfg.motion)
@@ -154,6 +161,8 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     video = Path(cfg.video) if cfg.video is not None else make_demo_video(run_dir / "demo_input", cfg)
 
     body = build_body_model(cfg.body)
+    if cfg.recon_shard is not None:
+        return run_shard(cfg, run_dir, body)
     logger = make_logger(cfg.logger, run_dir)
     # a stage needs every stage before it: those are loaded from run_dir when finished, else run
     last = max(STAGES.index(s) for s in cfg.stages)
@@ -202,6 +211,17 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
         logger.finish()
     log.info("finished: %s", run_dir)
     return PipelineResult(run_dir, tracks, recon, avatar, animation)
+
+
+def run_shard(cfg: PipelineConfig, run_dir: Path, body) -> PipelineResult:
+    """One job of a sharded recon: its frames into ``run_dir/.recon_frames`` (the tracking must be done)."""
+    if not (run_dir / "tracking" / "DONE.json").exists():
+        raise ValueError(f"recon_shard: {run_dir} has no finished tracking stage; run it first "
+                         f"(stages=[tracking]) so the shards share one")
+    tracks = Tracks.load(run_dir / "tracking")
+    i, n = cfg.recon_shard
+    run_recon_shard(tracks, cfg.recon, body, run_dir / ".recon_frames", i, n)
+    return PipelineResult(run_dir, tracks)
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm")

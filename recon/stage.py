@@ -32,7 +32,7 @@ from tracking.artifact import Tracks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconConfig", "FrameResult", "FrameCache", "cache_key", "run_recon", "reconstruct_frame", "load_models", "silhouette_carver", "CHECKPOINT_DIR"]
+__all__ = ["ReconConfig", "FrameResult", "FrameCache", "cache_key", "run_recon", "run_recon_shard", "frames_to_reconstruct", "reconstruct_frame", "load_models", "silhouette_carver", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_NORMAL_NET = "normal_net.safetensors"
@@ -123,6 +123,11 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
         image: (H, W, 3) uint8 RGB.  mask: (H, W) float in [0, 1].  camera: full-frame camera.
         params: SMPLXParams with B = 1 (tracked).  body: body model.  net, implicit: the networks.
     """
+    from foundation.geometry.warp_utils import warp_context
+
+    # start from empty geometry caches: a refitted BVH of an earlier frame changes the last bits of the
+    # winding numbers, and a frame's surface must not depend on which frames came before (resume, shards)
+    warp_context().clear()
     dev = torch.device(cfg.device)
     faces = body.faces.to(dev)
     stats: dict = {}
@@ -196,12 +201,16 @@ class FrameCache:
     def __init__(self, directory: str | Path, key: str) -> None:
         import shutil
 
+        from foundation.io.atomic import atomic_write_text
+
         self.dir = Path(directory)
         tag = self.dir / "key.txt"
-        if self.dir.exists() and (not tag.exists() or tag.read_text().strip() != key):
-            shutil.rmtree(self.dir, ignore_errors=True)
+        if self.dir.exists():  # stale: another key, or frames of unknown origin (shards may share it: same key)
+            old = tag.read_text().strip() if tag.exists() else None
+            if (old is not None and old != key) or (old is None and any(self.dir.glob("frame_*.npz"))):
+                shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True, exist_ok=True)
-        tag.write_text(key)
+        atomic_write_text(tag, key)
 
     def path(self, frame: int) -> Path:
         return self.dir / f"frame_{frame:04d}.npz"
@@ -268,28 +277,9 @@ def cache_key(tracks, cfg: ReconConfig) -> str:
     return h.hexdigest()[:16]
 
 
-def run_recon(tracks: Tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, logger: RunLogger | None = None,
-              cache_dir: str | Path | None = None) -> Recon:
-    """Run ICON on every (valid) frame of a clip.
-
-    Args:
-        tracks: :class:`tracking.artifact.Tracks` (images (T, H, W, 3) uint8, masks (T, H, W), params B = T,
-            full-frame camera).
-        cfg: :class:`ReconConfig`.  body: body model matching ``tracks.body_backend``.
-        out_dir: stage directory (extra files: ``maps_XXXX.png``).  logger: run logger or None.
-        cache_dir: per-frame resume cache (:class:`FrameCache`; used when ``cfg.resume``), cleared
-            once every frame is done; None = no cache.
-
-    Returns:
-        :class:`Recon` with one :class:`FrameRecon` per reconstructed frame (world frame, increasing
-        frame index) and exactly one refined parameter row per reconstructed frame.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if tracks.body_backend != getattr(body, "name", tracks.body_backend):
-        raise ValueError(f"run_recon: tracks were fitted with the {tracks.body_backend!r} body but the "
-                         f"stage got a {body.name!r} body model; use the same body config for both stages")
-    net, implicit = load_models(cfg)
+def frames_to_reconstruct(tracks: Tracks, cfg: ReconConfig) -> list[int]:
+    """The clip frames the stage reconstructs: ``cfg.frames`` (or all), the valid ones, at most
+    ``cfg.max_frames`` pose-diverse keyframes when no list is given; increasing."""
     T = len(tracks)
     frames = list(range(T)) if cfg.frames is None else sorted(set(int(i) for i in cfg.frames))
     bad = [i for i in frames if not 0 <= i < T]
@@ -303,6 +293,73 @@ def run_recon(tracks: Tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | 
         n_valid = len(frames)
         frames = select_keyframes(tracks.params, frames, cfg.max_frames)
         log.info("recon: %d pose-diverse keyframes of %d valid frames (ReconConfig.max_frames)", len(frames), n_valid)
+    return frames
+
+
+def _check_body(tracks: Tracks, body: BodyModel) -> None:
+    if tracks.body_backend != getattr(body, "name", tracks.body_backend):
+        raise ValueError(f"run_recon: tracks were fitted with the {tracks.body_backend!r} body but the "
+                         f"stage got a {body.name!r} body model; use the same body config for both stages")
+
+
+def _reconstruct_frames(frames: list[int], tracks: Tracks, cfg: ReconConfig, body: BodyModel,
+                        out_dir: Path | None, cache: FrameCache | None, logger: RunLogger | None, desc: str):
+    """Reconstruct (or take from ``cache``) each of ``frames``: yields (frame, FrameRecon, parameter rows,
+    stats, seconds or None when it came from the cache). Maps PNGs go to ``out_dir`` (None: only the cache)."""
+    net, implicit = load_models(cfg)
+    params = tracks.params.detach().to("cpu")
+    for i in tqdm(frames, desc=desc, unit="frame"):
+        hit = cache.load(i) if cache is not None else None
+        if hit is not None:
+            fr, rows, st, png_path = hit
+            if cfg.save_maps and png_path is not None and out_dir is not None:
+                import shutil
+
+                shutil.copyfile(png_path, out_dir / f"maps_{i:04d}.png")
+            yield i, fr, rows, st, None
+            continue
+        t_frame = time.perf_counter()
+        res = reconstruct_frame(tracks.images[i], tracks.masks[i], tracks.camera, params[i], body, net, implicit, cfg)
+        v, f, view, st = res.verts, res.faces, res.view, res.stats
+        fr = FrameRecon(v, f, res.colors, int(i), color_confidence(v, f, tracks.camera, tracks.masks[i]))
+        rows = {k: getattr(res.params, k) for k in REFINED_PARAMS}
+        if logger is not None:
+            logger.log_scalars({f"recon/{k}": float(val) for k, val in st.items()}, step=int(i))
+            if i == frames[0]:
+                logger.log_mesh("recon/mesh", v, f, step=int(i))
+        png = _maps_png(view) if cfg.save_maps else None
+        if png is not None and out_dir is not None:
+            import imageio.v3 as iio
+
+            iio.imwrite(out_dir / f"maps_{i:04d}.png", png)
+            if logger is not None and i == frames[0]:
+                logger.log_image("recon/maps", png, step=int(i))
+        if cache is not None:
+            cache.save(fr, rows, st, png)
+        yield i, fr, rows, st, time.perf_counter() - t_frame
+
+
+def run_recon(tracks: Tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | Path, logger: RunLogger | None = None,
+              cache_dir: str | Path | None = None) -> Recon:
+    """Run ICON on every (valid) frame of a clip.
+
+    Args:
+        tracks: :class:`tracking.artifact.Tracks` (images (T, H, W, 3) uint8, masks (T, H, W), params B = T,
+            full-frame camera).
+        cfg: :class:`ReconConfig`.  body: body model matching ``tracks.body_backend``.
+        out_dir: stage directory (extra files: ``maps_XXXX.png``).  logger: run logger or None.
+        cache_dir: per-frame resume cache (:class:`FrameCache`; used when ``cfg.resume``), cleared
+            once every frame is done; None = no cache. Frames that shards (:func:`run_recon_shard`)
+            left there are taken as they are, so the merged stage equals a single-process run.
+
+    Returns:
+        :class:`Recon` with one :class:`FrameRecon` per reconstructed frame (world frame, increasing
+        frame index) and exactly one refined parameter row per reconstructed frame.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_body(tracks, body)
+    frames = frames_to_reconstruct(tracks, cfg)
     params = tracks.params.detach().to("cpu").clone()
     cache = FrameCache(cache_dir, cache_key(tracks, cfg)) if cache_dir is not None and cfg.resume else None
     if cache is not None:
@@ -312,40 +369,14 @@ def run_recon(tracks: Tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | 
     out: list[FrameRecon] = []
     agg: dict[str, list] = {}
     secs: list[float] = []  # per computed (not cached) frame
-    for i in tqdm(frames, desc="recon", unit="frame"):
-        hit = cache.load(i) if cache is not None else None
-        if hit is not None:
-            fr, rows, st, png_path = hit
-            if cfg.save_maps and png_path is not None:
-                import shutil
-
-                shutil.copyfile(png_path, out_dir / f"maps_{i:04d}.png")
-        else:
-            t_frame = time.perf_counter()
-            res = reconstruct_frame(tracks.images[i], tracks.masks[i], tracks.camera, params[i],
-                                    body, net, implicit, cfg)
-            v, f, view, st = res.verts, res.faces, res.view, res.stats
-            fr = FrameRecon(v, f, res.colors, int(i), color_confidence(v, f, tracks.camera, tracks.masks[i]))
-            rows = {k: getattr(res.params, k) for k in REFINED_PARAMS}
-            if logger is not None:
-                logger.log_scalars({f"recon/{k}": float(val) for k, val in st.items()}, step=int(i))
-                if i == frames[0]:
-                    logger.log_mesh("recon/mesh", v, f, step=int(i))
-            png = _maps_png(view) if cfg.save_maps else None
-            if png is not None:
-                import imageio.v3 as iio
-
-                iio.imwrite(out_dir / f"maps_{i:04d}.png", png)
-                if logger is not None and i == frames[0]:
-                    logger.log_image("recon/maps", png, step=int(i))
-            if cache is not None:
-                cache.save(fr, rows, st, png)
-            secs.append(time.perf_counter() - t_frame)
+    for i, fr, rows, st, sec in _reconstruct_frames(frames, tracks, cfg, body, out_dir, cache, logger, "recon"):
         for name, row in rows.items():
             getattr(params, name)[i] = row[0]
         out.append(fr)
         for k, val in st.items():
             agg.setdefault(k, []).append(float(val))
+        if sec is not None:
+            secs.append(sec)
     n_new = len(secs)
     stats = {k: float(np.mean(v)) for k, v in agg.items()}
     spf = float(np.mean(secs)) if secs else None
@@ -354,6 +385,28 @@ def run_recon(tracks: Tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | 
     if cache is not None:
         cache.clear()
     return Recon(tuple(out), params[torch.tensor(frames)], stats)
+
+
+def run_recon_shard(tracks: Tracks, cfg: ReconConfig, body: BodyModel, cache_dir: str | Path, shard: int,
+                    num_shards: int, logger: RunLogger | None = None) -> list[int]:
+    """Reconstruct every ``num_shards``-th frame (from ``shard``) into the per-frame cache, for a cluster.
+
+    Shards share ``cache_dir`` (each frame file is written atomically) and resume like the stage;
+    :func:`run_recon` run afterwards on the same tracks and config finds every frame there and builds
+    the stage exactly as a single process would.
+
+    Returns:
+        the clip frames of this shard (increasing).
+    """
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"recon shard {shard} of {num_shards}: need 0 <= shard < num_shards")
+    _check_body(tracks, body)
+    mine = frames_to_reconstruct(tracks, cfg)[shard::num_shards]
+    cache = FrameCache(cache_dir, cache_key(tracks, cfg))
+    for _ in _reconstruct_frames(mine, tracks, cfg, body, None, cache, logger, f"recon shard {shard}/{num_shards}"):
+        pass
+    log.info("recon shard %d/%d: frames %s in %s", shard, num_shards, mine, cache.dir)
+    return mine
 
 
 def _plain(cfg: ReconConfig) -> dict:
