@@ -248,7 +248,11 @@ def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
 def evaluate_holdout(avatar: Avatar, recon: Recon, tracks: Tracks | None, held: list[int], body: BodyModel,
                      cfg: AvatarConfig, logger: RunLogger | None = None,
                      out_dir: Path | None = None) -> dict:
-    """Held-out metrics: Chamfer (cm) to the frames' reconstructions; PSNR/SSIM vs input frames in the mask."""
+    """Held-out metrics: Chamfer (cm) to the frames' reconstructions; PSNR/SSIM vs input frames in the mask.
+
+    ``pose_correction`` in the result: whether the pose-dependent correction is kept (``cfg.select_correction``:
+    only if it does not raise the held-out Chamfer; else the avatar's current choice); the metrics use it.
+    """
     from foundation.render import render_mesh
 
     if not held:
@@ -264,12 +268,13 @@ def evaluate_holdout(avatar: Avatar, recon: Recon, tracks: Tracks | None, held: 
 
     ch, ch_lbs = chamfers(verts), chamfers(lbs)
     corrected = {"holdout_chamfer_cm_corrected": float(np.mean(ch)), "holdout_chamfer_cm_lbs": float(np.mean(ch_lbs))}
+    keep = bool(avatar.arch.get("pose_correction", True))
     if cfg.select_correction:
-        avatar.arch["pose_correction"] = bool(np.mean(ch) <= np.mean(ch_lbs))
+        keep = bool(np.mean(ch) <= np.mean(ch_lbs))
         log.info("avatar: pose-dependent correction %s (held-out Chamfer %.3f cm with, %.3f cm without)",
-                 "kept" if avatar.arch["pose_correction"] else "switched off", np.mean(ch), np.mean(ch_lbs))
-        if not avatar.arch["pose_correction"]:
-            verts, ch = lbs, ch_lbs
+                 "kept" if keep else "switched off", np.mean(ch), np.mean(ch_lbs))
+    if not keep:
+        verts, ch = lbs, ch_lbs
     ps, ss = [], []
     for k, i in enumerate(held):
         fr = recon.frames[i]
@@ -286,8 +291,7 @@ def evaluate_holdout(avatar: Avatar, recon: Recon, tracks: Tracks | None, held: 
             ps.append(m["psnr"]), ss.append(m["ssim"])
         if logger is not None:
             logger.log_image(f"avatar/holdout_{i:03d}", np.concatenate([ref, img], 1))
-    out = {"holdout_frames": held, "holdout_chamfer_cm": float(np.mean(ch)), **corrected,
-           "pose_correction": bool(avatar.arch.get("pose_correction", True))}
+    out = {"holdout_frames": held, "holdout_chamfer_cm": float(np.mean(ch)), **corrected, "pose_correction": keep}
     if ps:
         out.update(holdout_psnr=float(np.mean(ps)), holdout_ssim=float(np.mean(ss)))
     return out
@@ -317,7 +321,9 @@ def run_avatar(tracks: Tracks, recon: Recon, cfg: AvatarConfig, body: BodyModel,
     log.info("avatar: training on %d frames, %d held out", len(train), len(held))
     avatar = train_avatar(recon, cfg, body, logger, ckpt_dir, train)
     with torch_threads(cfg.threads):
-        avatar.stats.update(evaluate_holdout(avatar, recon, tracks, held, body, cfg.effective(), logger, out_dir))
+        held_out = evaluate_holdout(avatar, recon, tracks, held, body, cfg.effective(), logger, out_dir)
+    arch = {**avatar.arch, "pose_correction": held_out["pose_correction"]} if held_out else avatar.arch
+    avatar = dataclasses.replace(avatar, arch=arch, stats={**avatar.stats, **held_out})
     log.info("avatar: %s", {k: v for k, v in avatar.stats.items() if isinstance(v, float)})
     if logger is not None:
         logger.log_scalars({f"avatar/{k}": v for k, v in avatar.stats.items() if isinstance(v, float)})

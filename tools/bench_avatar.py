@@ -137,10 +137,8 @@ def main() -> None:
     posed = av.pose(held, body, correct=True)
     pose_s = time.perf_counter() - t1
     lbs_only = av.pose(held, body, correct=False)
-    spacing = av.arch.get("correction_spacing", 0.03)
-    av.arch["correction_spacing"] = 0.0  # the exact correction (MLP on every vertex), for reference
-    exact = av.pose(held, body, correct=True)
-    av.arch["correction_spacing"] = spacing
+    # the exact correction (MLP on every vertex), for reference
+    exact = dataclasses.replace(av, arch={**av.arch, "correction_spacing": 0.0}).pose(held, body, correct=True)
     F_av, F_body = av.mesh.faces.numpy(), body.faces.numpy()
     raw_avatar = posed
     if args.recon:  # tracked shape: align size/position on the body joints (see _joint_alignment)
