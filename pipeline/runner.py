@@ -112,6 +112,7 @@ def run_stage(name: str, run_dir: Path, compute: Callable[[Path], A], load: Call
         log.info("%s: running", name)
         artifact = compute(tmp)
         artifact.save(tmp)
+        del artifact  # the stage is loaded back from disk below: never two copies of a clip in memory
         (tmp / "DONE.json").write_text(json.dumps(
             {"stage": name, "seconds": round(time.perf_counter() - t0, 2), "config_digest": digest,
              "finished": time.time(), "config": config}, indent=2, default=str))

@@ -50,7 +50,10 @@ class Tracks:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.params.save(d / "params.npz")
-        atomic_save_npz(d / "tracks.npz", images=self.images, masks=(self.masks * 255).astype(np.uint8),
+        masks = np.empty(self.masks.shape, np.uint8)  # frame by frame: no full-clip float temporary
+        for i, m in enumerate(self.masks):
+            masks[i] = (m * 255).astype(np.uint8)
+        atomic_save_npz(d / "tracks.npz", images=self.images, masks=masks,
                         keypoints=self.keypoints.astype(np.float32), crops=self.crops.astype(np.float32),
                         valid=self.valid, frame_indices=self.frame_indices)
         atomic_write_json(d / "meta.json", {"camera": self.camera.to_dict(), "fps": self.fps, "video": str(self.video),
@@ -62,8 +65,10 @@ class Tracks:
         meta = json.loads((d / "meta.json").read_text())
         with np.load(d / "tracks.npz") as z:
             arr = {k: z[k] for k in z.files}
+        masks = arr.pop("masks").astype(np.float32)
+        masks /= 255.0  # in place: one float copy of the clip's masks, not two
         return Tracks(params=SMPLXParams.load(d / "params.npz"), camera=Camera.from_dict(meta["camera"]),
-                      images=arr["images"], masks=arr["masks"].astype(np.float32) / 255.0,
+                      images=arr["images"], masks=masks,
                       keypoints=arr["keypoints"], crops=arr["crops"], valid=arr["valid"].astype(bool),
                       frame_indices=arr["frame_indices"], fps=float(meta["fps"]), video=meta["video"],
                       body_backend=meta["body_backend"])
