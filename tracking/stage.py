@@ -41,8 +41,7 @@ class TrackingConfig:
 
     Attributes:
         video: frame sampling (fps, stride, max_frames, max_side, ...).
-        detect: mediapipe detection (default: the Pose graph, about twice as fast as Holistic; the
-            fitter then orients the hands from the pose graph's hand points).
+        detect: mediapipe detection (default: the Pose graph; ``detect.use_holistic=true`` adds hands and face).
         fit: SMPL-X fitting.
         overlay: overlay video.
         write_overlay: write ``overlay.mp4`` into the stage directory.
@@ -50,7 +49,7 @@ class TrackingConfig:
     """
 
     video: VideoConfig = field(default_factory=VideoConfig)
-    detect: DetectConfig = field(default_factory=lambda: DetectConfig(use_holistic=False))
+    detect: DetectConfig = field(default_factory=DetectConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     overlay: OverlayConfig = field(default_factory=OverlayConfig)
     write_overlay: bool = True

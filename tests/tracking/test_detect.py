@@ -38,7 +38,7 @@ def clip(anny_left_arm_up, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def det(clip) -> Detections:
-    return detect_person(clip)
+    return detect_person(clip, DetectConfig(use_holistic=True))  # hands and face too
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
