@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["Motion", "MotionError", "DEFAULT_FPS", "NUM_JOINTS", "Z_UP_TO_Y_UP", "up_rotation", "resample_motion",
-           "motion_from_tracks", "write_demo_motion"]
+           "motion_from_tracks", "body_rest", "standing_height", "write_demo_motion"]
 
 DEFAULT_FPS = 30.0  # frame rate of motion files that store none
 # rotation about +X by -90 deg: (x, y, z) -> (x, z, -y): AMASS Z-up -> Y-up
@@ -189,6 +189,18 @@ def resample_motion(motion: Motion, fps: float) -> Motion:
 
 # ---------------------------------------------------------------------------------------------- video
 @torch.no_grad()
+def body_rest(body: BodyModel, betas) -> tuple[torch.Tensor, torch.Tensor]:
+    """Canonical template of ``body`` with ``betas`` (NB,) or (1, NB): (V, 3) vertices, (55, 3) joints (metres)."""
+    v, j = body.rest(torch.as_tensor(betas).reshape(1, -1).float())
+    return v[0], j[0]
+
+
+def standing_height(rest_verts: torch.Tensor) -> float:
+    """Standing height (m) of a canonical template (V, 3): its y extent."""
+    return float(rest_verts[:, 1].amax() - rest_verts[:, 1].amin())
+
+
+@torch.no_grad()
 def motion_from_tracks(tracks: Tracks, body: BodyModel, chunk: int = 64) -> Motion:
     """The motion of a tracked clip: its SMPL-X parameters, standing on y = 0, with the performer's height.
 
@@ -207,8 +219,7 @@ def motion_from_tracks(tracks: Tracks, body: BodyModel, chunk: int = 64) -> Moti
     floor = float(np.percentile(lows.numpy(), 2))
     trans = params.transl.numpy().astype(np.float32).copy()
     trans[:, 1] -= floor
-    rest_v, _ = body.rest(params.betas[:1].float())
-    height = float(rest_v[0, :, 1].amax() - rest_v[0, :, 1].amin())
+    height = standing_height(body_rest(body, params.betas[0])[0])
     return Motion(params.full_pose().numpy().astype(np.float32), trans, float(tracks.fps),
                   params.betas[0].numpy().astype(np.float32), "neutral", str(tracks.video), "video", height)
 

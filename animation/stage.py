@@ -25,7 +25,7 @@ import numpy as np
 from animation.animate import animate
 from animation.camera import CAMERAS, sequence_cameras
 from animation.export import render_sequence, write_glb, write_mesh_sequence
-from animation.motion import Motion, resample_motion
+from animation.motion import Motion, body_rest, resample_motion, standing_height
 from animation.motion_files import UP_AXES, load_motion
 from avatar.artifact import Avatar
 from foundation.body.model import BodyModel
@@ -112,21 +112,6 @@ class AnimationResult:
         return AnimationResult(**d, root=str(Path(directory)))
 
 
-def _rest(body: BodyModel, betas):
-    """Canonical template of ``body`` with ``betas`` (NB,) or (1, NB): (V, 3) vertices, (55, 3) joints."""
-    import torch
-
-    with torch.no_grad():
-        v, j = body.rest(torch.as_tensor(betas).reshape(1, -1).float())
-    return v[0], j[0]
-
-
-def body_height(body: BodyModel, betas) -> float:
-    """Standing height (m) of ``body`` with ``betas``: the canonical template's y extent."""
-    v = _rest(body, betas)[0]
-    return float(v[:, 1].amax() - v[:, 1].amin())
-
-
 def prepare_motion(motion: str | Path | Motion, cfg: AnimationConfig, body: BodyModel, betas) -> Motion:
     """Load (a path) or take (a :class:`Motion`), resample, trim, retarget and centre a motion for the avatar.
 
@@ -134,7 +119,8 @@ def prepare_motion(motion: str | Path | Motion, cfg: AnimationConfig, body: Body
         motion: a motion file (:func:`animation.motion_files.load_motion`) or a +Y-up Motion.
         betas: (NB,) or (1, NB) the avatar's shape (its pelvis and height).
     """
-    pelvis = _rest(body, betas)[1][0].numpy()
+    rest_v, rest_j = body_rest(body, betas)
+    pelvis = rest_j[0].numpy()
     if isinstance(motion, Motion):
         m = motion
     else:
@@ -145,9 +131,9 @@ def prepare_motion(motion: str | Path | Motion, cfg: AnimationConfig, body: Body
         m = replace(m, poses=m.poses[: cfg.max_frames], trans=m.trans[: cfg.max_frames])
     if cfg.retarget and m.height:
         # scale the pelvis path (SMPL-X rotates the root about the pelvis joint, at transl + pelvis)
-        scale = body_height(body, betas) / m.height
+        scale = standing_height(rest_v) / m.height
         known = m.betas is not None and len(m.betas) == body.num_betas  # tracked with this body model
-        perf_pelvis = _rest(body, m.betas)[1][0].numpy() if known else np.zeros(3, np.float32)
+        perf_pelvis = body_rest(body, m.betas)[1][0].numpy() if known else np.zeros(3, np.float32)
         log.info("motion: translation scaled by %.3f (avatar height / performer height)", scale)
         m = replace(m, trans=(scale * (m.trans + perf_pelvis) - pelvis).astype(m.trans.dtype))
     if cfg.center:
@@ -175,7 +161,7 @@ def run_animation(avatar: Avatar, motion: str | Path | Motion, cfg: AnimationCon
     motion = prepare_motion(motion, cfg, body, avatar.betas)
     # what the avatar played: its own shape where it is an SMPL-X one (Anny's phenotypes are not SMPL-X betas)
     played_betas = avatar.betas.reshape(-1).numpy().astype(np.float32) if body.name == "smplx" else None
-    replace(motion, betas=played_betas).save(out / "motion.npz", pelvis=_rest(body, avatar.betas)[1][0].numpy())
+    replace(motion, betas=played_betas).save(out / "motion.npz", pelvis=body_rest(body, avatar.betas)[1][0].numpy())
     from foundation.threads import torch_threads
 
     with torch_threads(cfg.threads):

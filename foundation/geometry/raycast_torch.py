@@ -15,7 +15,7 @@ import torch
 
 from foundation.camera import Camera
 
-__all__ = ["RAY_MARGIN", "pixel_rays", "ray_triangle_bary", "ray_range", "raycast_torch", "interpolate_normals_torch"]
+__all__ = ["RAY_MARGIN", "pixel_rays", "ray_triangle_bary", "ray_range", "range_from_extent", "raycast_torch", "interpolate_normals_torch"]
 
 RAY_MARGIN = 1.0  # metres added around the mesh bounds for ray start / end points
 
@@ -35,10 +35,17 @@ def ray_range(verts: torch.Tensor, camera: Camera) -> tuple[float, float]:
     with torch.no_grad():
         pc = camera.to_camera(verts.detach().float())
         if camera.ortho:
-            zmin, zmax = float(pc[:, 2].min()), float(pc[:, 2].max())
-            z0 = zmin - RAY_MARGIN
-            return z0, zmax - z0 + RAY_MARGIN
-        return 0.0, float(pc.norm(dim=-1).max()) + RAY_MARGIN
+            return range_from_extent(float(pc[:, 2].min()), float(pc[:, 2].max()), 0.0, True)
+        return range_from_extent(0.0, 0.0, float(pc.norm(dim=-1).max()), False)
+
+
+def range_from_extent(zmin: float, zmax: float, rmax: float, ortho: bool) -> tuple[float, float]:
+    """``(z0, t_far)`` of :func:`ray_range` from the mesh's camera-frame depth range ``zmin``..``zmax``
+    (orthographic) or its largest distance ``rmax`` from the camera centre (perspective)."""
+    if ortho:
+        z0 = zmin - RAY_MARGIN
+        return z0, zmax - z0 + RAY_MARGIN
+    return 0.0, rmax + RAY_MARGIN
 
 
 def pixel_rays(camera: Camera, z0: float = -10.0, pixels: torch.Tensor | None = None, *, device=None,

@@ -22,7 +22,7 @@ import torch
 import warp as wp
 
 from foundation.camera import Camera
-from foundation.geometry.raycast_torch import RAY_MARGIN
+from foundation.geometry.raycast_torch import range_from_extent
 from foundation.geometry.warp_utils import get_mesh, init_warp, parallel_launch, torch_stream, wp_device
 
 # The kernels here are never differentiated by Warp (gradients are recomputed in torch): skip the
@@ -321,8 +321,7 @@ def raycast_warp(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, back:
                           wp.from_torch(uvz, dtype=wp.vec3), wp.from_torch(stats)])
         zmin, zmax, rmax = stats.tolist()
         # ortho rays start on a plane in front of the mesh; rays and back casts reach beyond it
-        z0 = zmin - RAY_MARGIN if camera.ortho else 0.0
-        t_far = (zmax - z0 + RAY_MARGIN) if camera.ortho else rmax + RAY_MARGIN
+        z0, t_far = range_from_extent(zmin, zmax, rmax, bool(camera.ortho))
         raster = method == "raster" or (method == "auto" and device.type != "cuda")
         if raster and (camera.ortho or zmin > 1e-4):  # z-buffer needs every vertex in front of the camera
             rpb = 8
