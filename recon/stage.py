@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from foundation.io.frames import content_digest
 from foundation.body.model import BodyModel
 from foundation.body.params import SMPLXParams
 from foundation.camera import Camera
@@ -268,8 +269,8 @@ def cache_key(tracks, cfg: ReconConfig) -> str:
     h.update(json.dumps(c, sort_keys=True, default=str).encode())
     for k in REFINED_PARAMS:
         h.update(getattr(tracks.params, k).detach().cpu().numpy().tobytes())
-    h.update(np.ascontiguousarray(tracks.masks).tobytes())
-    h.update(np.ascontiguousarray(tracks.images[:, ::8, ::8]).tobytes())
+    h.update(content_digest(tracks.masks).encode())
+    h.update(content_digest(tracks.images).encode())
     h.update(json.dumps(tracks.camera.to_dict(), sort_keys=True).encode())
     for p in (resolve_checkpoint(cfg.normal_net_ckpt, DEFAULT_NORMAL_NET),
               resolve_checkpoint(cfg.implicit_ckpt, DEFAULT_IMPLICIT)):

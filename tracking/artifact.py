@@ -11,6 +11,7 @@ import numpy as np
 from foundation.body.params import SMPLXParams
 from foundation.camera import Camera
 from foundation.io.atomic import atomic_save_npz, atomic_write_json
+from foundation.io.frames import FrameSeq, FrameStore, save_frames
 
 
 @dataclass(frozen=True, eq=False)
@@ -20,8 +21,9 @@ class Tracks:
     Attributes:
         params: SMPLXParams with B = T (betas shared: all rows equal).
         camera: full-frame camera (world = SMPL-X frame), shared by the clip.
-        images: (T, H, W, 3) uint8 RGB sampled frames.
-        masks: (T, H, W) float32 in [0, 1], person segmentation.
+        images: (T, H, W, 3) uint8 RGB sampled frames: an array, or (what the tracking stage makes) a
+            frame store on disk read a frame at a time (:mod:`foundation.io.frames`).
+        masks: (T, H, W) float32 in [0, 1], person segmentation (array or frame store).
         keypoints: (T, 55, 3) 2D targets in SMPL-X joint order: pixel x, y, confidence (0 = unused).
         crops: (T, 4) square person boxes x0, y0, x1, y1 (pixels).
         valid: (T,) bool, a person was detected.
@@ -33,8 +35,8 @@ class Tracks:
 
     params: SMPLXParams
     camera: Camera
-    images: np.ndarray
-    masks: np.ndarray
+    images: FrameSeq
+    masks: FrameSeq
     keypoints: np.ndarray
     crops: np.ndarray
     valid: np.ndarray
@@ -47,28 +49,33 @@ class Tracks:
         return len(self.frame_indices)
 
     def save(self, directory: str | Path) -> None:
+        """Write ``params.npz``, ``tracks.npz``, ``meta.json`` and the frame stores ``images/`` and ``masks/``
+        (stores already in ``directory`` are kept as they are; arrays are stored losslessly)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.params.save(d / "params.npz")
-        masks = np.empty(self.masks.shape, np.uint8)  # frame by frame: no full-clip float temporary
-        for i, m in enumerate(self.masks):
-            masks[i] = (m * 255).astype(np.uint8)
-        atomic_save_npz(d / "tracks.npz", images=self.images, masks=masks,
-                        keypoints=self.keypoints.astype(np.float32), crops=self.crops.astype(np.float32),
+        save_frames(d / "images", self.images, "rgb")
+        save_frames(d / "masks", self.masks, "mask")
+        atomic_save_npz(d / "tracks.npz", keypoints=self.keypoints.astype(np.float32), crops=self.crops.astype(np.float32),
                         valid=self.valid, frame_indices=self.frame_indices)
         atomic_write_json(d / "meta.json", {"camera": self.camera.to_dict(), "fps": self.fps, "video": str(self.video),
                                             "body_backend": self.body_backend})
 
     @staticmethod
     def load(directory: str | Path) -> "Tracks":
+        """Read what :meth:`save` wrote: the frames stay on disk (frame stores), the rest is loaded.
+        Run directories of earlier versions (frames inside ``tracks.npz``) load into memory."""
         d = Path(directory)
         meta = json.loads((d / "meta.json").read_text())
         with np.load(d / "tracks.npz") as z:
             arr = {k: z[k] for k in z.files}
-        masks = arr.pop("masks").astype(np.float32)
-        masks /= 255.0  # in place: one float copy of the clip's masks, not two
+        if "images" in arr:  # earlier layout: the whole clip in the npz
+            images, masks = arr["images"], arr["masks"].astype(np.float32)
+            masks /= 255.0
+        else:
+            images, masks = FrameStore(d / "images"), FrameStore(d / "masks")
         return Tracks(params=SMPLXParams.load(d / "params.npz"), camera=Camera.from_dict(meta["camera"]),
-                      images=arr["images"], masks=masks,
+                      images=images, masks=masks,
                       keypoints=arr["keypoints"], crops=arr["crops"], valid=arr["valid"].astype(bool),
                       frame_indices=arr["frame_indices"], fps=float(meta["fps"]), video=meta["video"],
                       body_backend=meta["body_backend"])

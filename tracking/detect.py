@@ -31,6 +31,7 @@ enough to orient the head. Only filled with ``use_holistic=True`` (plain Pose ha
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -41,6 +42,7 @@ from scipy.ndimage import gaussian_filter1d
 from tqdm.auto import tqdm
 
 from foundation.io.atomic import atomic_save_npz
+from foundation.io.frames import FrameSeq, FrameStore, FrameWriter
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +189,8 @@ class Detections:
             (:data:`MP_HAND_NAMES`): pixel x, y, confidence (1 found, 0 missing).
         face_kp: (T, K, 3) float32 face keypoints (:data:`FACE_KEYPOINT_NAMES`, K = 15):
             pixel x, y, confidence (1 found, 0 missing; always 0 without holistic).
-        masks: (T, H, W) float32 in [0, 1], soft person segmentation.
+        masks: (T, H, W) float32 in [0, 1], soft person segmentation (an array, or a frame store on disk:
+            :mod:`foundation.io.frames`).
         bboxes: (T, 4) float32 x0, y0, x1, y1 pixels: box of mask and visible landmarks,
             clipped to the image; zeros where nothing was found.
         valid: (T,) bool, a person was found in the frame.
@@ -201,7 +204,7 @@ class Detections:
     lhand_kp: np.ndarray
     rhand_kp: np.ndarray
     face_kp: np.ndarray
-    masks: np.ndarray
+    masks: FrameSeq
     bboxes: np.ndarray
     valid: np.ndarray
     crops: np.ndarray
@@ -233,11 +236,15 @@ class Detections:
         return out
 
     def save(self, path: str | Path) -> None:
-        """Write to an ``.npz`` atomically (masks quantised to uint8, 1/255 steps)."""
+        """Write to an ``.npz`` atomically (masks quantised to uint8, 1/255 steps; masks in a frame store
+        stay there and the file names the store, relative to its own folder)."""
+        path = Path(path)
         arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("masks", "source")}
-        atomic_save_npz(
-            path, **arrays, masks_u8=np.round(self.masks * 255).astype(np.uint8), source=np.array(self.source)
-        )
+        if isinstance(self.masks, FrameStore):
+            masks = {"masks_dir": np.array(os.path.relpath(self.masks.dir, path.parent))}
+        else:
+            masks = {"masks_u8": np.round(np.asarray(self.masks) * 255).astype(np.uint8)}
+        atomic_save_npz(path, **arrays, **masks, source=np.array(self.source))
 
     @classmethod
     def load(cls, path: str | Path) -> "Detections":
@@ -248,7 +255,10 @@ class Detections:
         try:
             with np.load(path, allow_pickle=False) as z:
                 kw = {f.name: z[f.name] for f in fields(cls) if f.name not in ("masks", "source")}
-                kw["masks"] = z["masks_u8"].astype(np.float32) / 255.0
+                if "masks_dir" in z.files:
+                    kw["masks"] = FrameStore(path.parent / str(z["masks_dir"]))
+                else:
+                    kw["masks"] = z["masks_u8"].astype(np.float32) / 255.0
                 kw["source"] = str(z["source"])
         except (KeyError, ValueError, OSError) as e:
             raise ValueError(f"{path}: not a valid detections file ({e}); delete it and re-run detection.") from e
@@ -256,20 +266,25 @@ class Detections:
 
 
 # ----------------------------------------------------------------------------- detection
-def detect_person(frames, cfg: DetectConfig | None = None, source: str | Path | None = None) -> Detections:
-    """Detect one person's keypoints and mask in every frame.
+def detect_person(frames, cfg: DetectConfig | None = None, source: str | Path | None = None,
+                  masks_out: FrameWriter | None = None, total: int | None = None) -> Detections:
+    """Detect one person's keypoints and mask in every frame, one frame in memory at a time.
 
     Args:
-        frames: (T, H, W, 3) uint8 RGB images, or a :class:`foundation.io.video.Frames` (its
-            ``path`` then names the clip in messages).
+        frames: (T, H, W, 3) uint8 RGB images: an array, a :class:`foundation.io.video.Frames` (its
+            ``path`` then names the clip in messages), a frame store, or any iterable of (H, W, 3)
+            uint8 frames (a stream: consumed once, never held whole).
         cfg: options; defaults to :class:`DetectConfig()`.
         source: name of the clip for messages (overrides ``frames.path``).
+        masks_out: write the masks into this store (closed here; ``Detections.masks`` is then the
+            :class:`~foundation.io.frames.FrameStore`) instead of a (T, H, W) float32 array in memory.
+        total: number of frames, for the progress bar of a stream.
 
     Returns:
         :class:`Detections` with T frames.
 
     Raises:
-        ValueError: ``frames`` is not a non-empty (T, H, W, 3) uint8 array.
+        ValueError: a frame is not (H, W, 3) uint8, the frames change size, or there are none.
         NoPersonError: fewer than ``cfg.min_valid_fraction`` of the frames have a person.
     """
     cfg = cfg or DetectConfig()
@@ -277,23 +292,14 @@ def detect_person(frames, cfg: DetectConfig | None = None, source: str | Path | 
         source = source if source is not None else getattr(frames, "path", "")
         frames = frames.images
     source = str(source or "<frames>")
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0 or frames.dtype != np.uint8:
-        raise ValueError(
-            f"detect_person({source}): frames must be a non-empty (T, H, W, 3) uint8 RGB array, "
-            f"got shape {frames.shape} dtype {frames.dtype}"
-        )
+    if isinstance(frames, np.ndarray) and (frames.ndim != 4 or frames.shape[0] == 0):
+        raise ValueError(f"detect_person({source}): frames must be a non-empty (T, H, W, 3) uint8 RGB array, "
+                         f"got shape {frames.shape} dtype {frames.dtype}")
+    if total is None and hasattr(frames, "__len__"):
+        total = len(frames)
     import mediapipe as mp  # slow import (~2 s), only when detecting
 
-    T, H, W, _ = frames.shape
-    body = np.zeros((T, 33, 3), np.float32)
-    lhand = np.zeros((T, 21, 3), np.float32)
-    rhand = np.zeros((T, 21, 3), np.float32)
-    face = np.zeros((T, len(FACE_KEYPOINTS), 3), np.float32)
-    masks = np.zeros((T, H, W), np.float32)
-    bboxes = np.zeros((T, 4), np.float32)
-    valid = np.zeros(T, bool)
-
+    body, lhand, rhand, face, bboxes, valid, masks = [], [], [], [], [], [], []
     common = dict(
         static_image_mode=cfg.static_image_mode,
         model_complexity=1,  # the only complexity whose model ships in the wheel
@@ -309,66 +315,97 @@ def detect_person(frames, cfg: DetectConfig | None = None, source: str | Path | 
 
     graph = new_graph()
     tracking = cfg.scene_cut > 0 and not cfg.static_image_mode
-    cuts = set(scene_cuts(frames, cfg.scene_cut).tolist()) if tracking else set()
-    if cuts:
-        log.info("%s: %d scene cut(s) (frames %s): the tracker restarts there", source, len(cuts), sorted(cuts))
+    cuts: list[int] = []
+    prev_thumb = None
     selfie = None
-    scale = np.array([W, H], np.float32)  # landmarks are normalised: any input size maps back
-    small = None
-    if cfg.max_side is not None and max(H, W) > cfg.max_side:
-        s = cfg.max_side / max(H, W)
-        small = (max(1, round(W * s)), max(1, round(H * s)))
+    size = None
     with warnings.catch_warnings():
         # mediapipe 0.10.14 calls a protobuf API deprecated in protobuf 4.25: harmless, once per graph
         warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)
         try:
-            for t in tqdm(range(T), desc=f"detect {Path(source).name}", unit="frame", leave=False):
-                if t in cuts:
-                    graph.close()
-                    graph = new_graph()
-                image = np.ascontiguousarray(frames[t])
+            for t, frame in enumerate(tqdm(frames, total=total, desc=f"detect {Path(source).name}", unit="frame",
+                                           leave=False)):
+                frame = np.asarray(frame)
+                if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+                    raise ValueError(f"detect_person({source}): frames must be (H, W, 3) uint8 RGB, frame {t} is "
+                                     f"{frame.shape} {frame.dtype}")
+                if size is None:
+                    size = frame.shape[:2]
+                    H, W = size
+                    scale = np.array([W, H], np.float32)  # landmarks are normalised: any input size maps back
+                    small = None
+                    if cfg.max_side is not None and max(H, W) > cfg.max_side:
+                        s = cfg.max_side / max(H, W)
+                        small = (max(1, round(W * s)), max(1, round(H * s)))
+                elif frame.shape[:2] != size:
+                    raise ValueError(f"detect_person({source}): frame {t} is {frame.shape[1]}x{frame.shape[0]}, "
+                                     f"the first was {W}x{H}")
+                if tracking:
+                    thumb = _thumbnail(frame)
+                    if prev_thumb is not None and _cut(prev_thumb, thumb, cfg.scene_cut):
+                        cuts.append(t)
+                        graph.close()
+                        graph = new_graph()
+                    prev_thumb = thumb
+                image = np.ascontiguousarray(frame)
                 if small is not None:
                     image = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
                 image.flags.writeable = False
                 res = graph.process(image)
-                if res.pose_landmarks is not None:
-                    body[t] = _landmarks(res.pose_landmarks, scale, visibility=True)
+                kb = _landmarks(res.pose_landmarks, scale, visibility=True) if res.pose_landmarks is not None \
+                    else np.zeros((33, 3), np.float32)
+                kl, kr = np.zeros((21, 3), np.float32), np.zeros((21, 3), np.float32)
+                kf = np.zeros((len(FACE_KEYPOINTS), 3), np.float32)
                 if cfg.use_holistic:
                     if res.left_hand_landmarks is not None:
-                        lhand[t] = _landmarks(res.left_hand_landmarks, scale)
+                        kl = _landmarks(res.left_hand_landmarks, scale)
                     if res.right_hand_landmarks is not None:
-                        rhand[t] = _landmarks(res.right_hand_landmarks, scale)
+                        kr = _landmarks(res.right_hand_landmarks, scale)
                     if res.face_landmarks is not None:
-                        face[t] = _landmarks(res.face_landmarks, scale)[_FACE_IDX]
+                        kf = _landmarks(res.face_landmarks, scale)[_FACE_IDX]
                 soft = res.segmentation_mask
                 if soft is None and cfg.selfie_fallback:
                     if selfie is None:
                         selfie = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
                     soft = selfie.process(image).segmentation_mask
-                pts = _visible_points(body[t], lhand[t], rhand[t], face[t], cfg.landmark_visibility, W, H)
+                pts = _visible_points(kb, kl, kr, kf, cfg.landmark_visibility, W, H)
+                mask = np.zeros((H, W), np.float32)
                 if soft is not None:
                     soft = np.asarray(soft, np.float32)
                     if small is not None:
                         soft = cv2.resize(soft, (W, H), interpolation=cv2.INTER_LINEAR)
-                    masks[t] = _select_component(soft, pts, cfg.mask_threshold)
+                    mask = _select_component(soft, pts, cfg.mask_threshold)
+                box = np.zeros(4, np.float32)
                 if res.pose_landmarks is not None:
-                    bboxes[t] = _bbox(masks[t] > cfg.mask_threshold, pts, W, H)
-                    valid[t] = bboxes[t, 2] > bboxes[t, 0] and bboxes[t, 3] > bboxes[t, 1]
+                    box = _bbox(mask > cfg.mask_threshold, pts, W, H)
+                body.append(kb), lhand.append(kl), rhand.append(kr), face.append(kf), bboxes.append(box)
+                valid.append(bool(box[2] > box[0] and box[3] > box[1]))
+                if masks_out is not None:
+                    masks_out.append(mask)
+                else:
+                    masks.append(mask)
         finally:
             graph.close()
             if selfie is not None:
                 selfie.close()
-
-    crops = smooth_crops(bboxes, valid, cfg.crop_scale, cfg.crop_smooth_sigma, (H, W))
-    det = Detections(body, lhand, rhand, face, masks, bboxes, valid, crops, source)
-    frac = float(valid.mean())
+    if size is None:
+        raise ValueError(f"detect_person({source}): no frames")
+    if cuts:
+        log.info("%s: %d scene cut(s) (frames %s): the tracker restarts there", source, len(cuts), cuts)
+    T = len(valid)
+    bboxes_a, valid_a = np.stack(bboxes).astype(np.float32), np.asarray(valid, bool)
+    crops = smooth_crops(bboxes_a, valid_a, cfg.crop_scale, cfg.crop_smooth_sigma, size)
+    lhand_a, rhand_a = np.stack(lhand), np.stack(rhand)
+    mask_seq = masks_out.close() if masks_out is not None else np.stack(masks)
+    det = Detections(np.stack(body), lhand_a, rhand_a, np.stack(face), mask_seq, bboxes_a, valid_a, crops, source)
+    frac = float(valid_a.mean())
     log.info(
         "%s: person in %d/%d frames (%.0f%%), left hand %.0f%%, right hand %.0f%%",
-        source, valid.sum(), T, 100 * frac, 100 * (lhand[:, 0, 2] > 0).mean(), 100 * (rhand[:, 0, 2] > 0).mean(),
+        source, valid_a.sum(), T, 100 * frac, 100 * (lhand_a[:, 0, 2] > 0).mean(), 100 * (rhand_a[:, 0, 2] > 0).mean(),
     )
     if frac < cfg.min_valid_fraction:
         raise NoPersonError(
-            f"{source}: a person was found in only {valid.sum()}/{T} frames ({frac:.0%}), below "
+            f"{source}: a person was found in only {valid_a.sum()}/{T} frames ({frac:.0%}), below "
             f"DetectConfig.min_valid_fraction={cfg.min_valid_fraction:.0%}. Use a clip where one person is "
             "fully visible and large enough, trim the clip (VideoConfig.start/max_frames), or lower "
             "min_valid_fraction / min_detection_confidence.",
@@ -377,21 +414,32 @@ def detect_person(frames, cfg: DetectConfig | None = None, source: str | Path | 
     return det
 
 
-def scene_cuts(frames: np.ndarray, threshold: float) -> np.ndarray:
-    """Indices t >= 1 of frames that start a new shot.
+def _thumbnail(frame: np.ndarray) -> np.ndarray:
+    """(32, 32) float32 grey thumbnail in [0, 1] (what scene cuts compare)."""
+    grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
+def _cut(prev: np.ndarray, thumb: np.ndarray, threshold: float) -> bool:
+    return float(np.abs(thumb - prev).mean()) > threshold
+
+
+def scene_cuts(frames, threshold: float) -> np.ndarray:
+    """Indices t >= 1 of frames that start a new shot (the test :func:`detect_person` applies as it streams).
 
     Args:
-        frames: (T, H, W, 3) uint8 RGB.  threshold: mean absolute difference (0-1) of consecutive
-            32 x 32 grey thumbnails above which frame t is a cut.
+        frames: (T, H, W, 3) uint8 RGB (array or any sequence of frames).  threshold: mean absolute
+            difference (0-1) of consecutive 32 x 32 grey thumbnails above which frame t is a cut.
     Returns:
         (K,) int64 frame indices, increasing.
     """
-    if len(frames) < 2:
-        return np.zeros(0, np.int64)
-    thumbs = np.stack([cv2.resize(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY), (32, 32),
-                                  interpolation=cv2.INTER_AREA) for f in frames]).astype(np.float32) / 255.0
-    diff = np.abs(np.diff(thumbs, axis=0)).mean((1, 2))
-    return np.nonzero(diff > threshold)[0].astype(np.int64) + 1
+    out, prev = [], None
+    for t, f in enumerate(frames):
+        thumb = _thumbnail(f)
+        if prev is not None and _cut(prev, thumb, threshold):
+            out.append(t)
+        prev = thumb
+    return np.asarray(out, np.int64)
 
 
 def _landmarks(lms, scale: np.ndarray, visibility: bool = False) -> np.ndarray:

@@ -37,6 +37,7 @@ import torch
 from foundation.body.model import BodyModel
 from foundation.body.params import SMPLXParams
 from foundation.camera import Camera
+from foundation.io.frames import FrameSeq
 from foundation.threads import torch_threads
 from tracking.fit_body import (  # noqa: F401  (re-exported: the fitter's public names)
     FIT_JOINTS, GLOBAL_GROUPS, KEYPOINT_NAMES, KEYPOINTS, MARKERS, FitBody, project, project_keypoints,
@@ -160,7 +161,7 @@ class FitTargets:
     """
 
     keypoints: np.ndarray
-    masks: np.ndarray | None
+    masks: FrameSeq | None
     valid: np.ndarray
     image_size: tuple[int, int]
 
@@ -182,7 +183,7 @@ class FitTargets:
             for k in (names.index(f"{side}_wrist"), names.index(f"mp_{side}_index"), names.index(f"mp_{side}_pinky")):
                 kp[found, k] = 0.0
         kp[~np.asarray(det.valid, bool)] = 0.0
-        return FitTargets(kp, np.asarray(det.masks, np.float32), np.asarray(det.valid, bool), det.image_size)
+        return FitTargets(kp, det.masks, np.asarray(det.valid, bool), det.image_size)
 
 
 @dataclass
@@ -354,7 +355,7 @@ def _fit_clip(targets: FitTargets, body: BodyModel, cfg: FitConfig, camera: Came
             full = torch.zeros(1, fb.num_betas)
             full[:, :ne] = betas.detach()
             fb.linearize(full)
-        if p.setup_silhouette(np.asarray(targets.masks, np.float32), np.asarray(targets.valid, bool)):
+        if p.setup_silhouette(targets.masks, np.asarray(targets.valid, bool)):
             losses = run_adam("silhouette", groups, lambda: objective(True), cfg.iters_silhouette, cfg.lr_final,
                               cfg.progress)
     seconds["silhouette"] = time.perf_counter() - t0

@@ -113,11 +113,12 @@ class Problem:
                 "acc": cfg.w_acc * acc.square().sum(-1).mean() * J.shape[1],
                 "pose_acc": cfg.w_pose_acc * (pacc.square().sum((1, 2)).mean() + racc.square().sum((1, 2)).mean())}
 
-    def setup_silhouette(self, masks: np.ndarray, valid: np.ndarray) -> bool:
+    def setup_silhouette(self, masks, valid: np.ndarray) -> bool:
         """Distance transforms (outside the mask) and boundary samples at reduced resolution.
 
         Args:
-            masks: (T, H, W) float32 person masks in [0, 1]; valid: (T,) bool.
+            masks: (T, H, W) float32 person masks in [0, 1] (array or frame store: read a frame at a time);
+                valid: (T,) bool.
         Returns:
             whether any frame has a usable mask.
         """
@@ -133,8 +134,10 @@ class Problem:
         fw = np.zeros(T, np.float32)
         rng = np.random.default_rng(cfg.seed)
         for t in range(T):
-            m = cv2.resize(masks[t], (w, h), interpolation=cv2.INTER_AREA) > 0.5
-            if not valid[t] or m.sum() < 16:
+            if not valid[t]:
+                continue
+            m = cv2.resize(np.asarray(masks[t], np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0.5
+            if m.sum() < 16:
                 continue
             dts[t, 0] = distance_transform_edt(~m) * (W / w) / self.scale
             edge = m & ~cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)

@@ -20,7 +20,7 @@ from foundation.camera import Camera
 from foundation.render import HEADLIGHT, render_hits, shade_hits
 from tracking.detect import FACE_KEYPOINT_NAMES, MP_POSE_NAMES, Detections
 
-__all__ = ["OverlayConfig", "overlay_frames", "render_body", "draw_landmarks"]
+__all__ = ["OverlayConfig", "overlay_frame", "overlay_size", "render_body", "draw_landmarks"]
 
 log = logging.getLogger(__name__)
 
@@ -89,47 +89,44 @@ def render_body(verts: torch.Tensor, faces: torch.Tensor, camera: Camera) -> tup
     return shade, mask
 
 
-def overlay_frames(images: np.ndarray, verts: torch.Tensor, faces: torch.Tensor, camera: Camera,
-                   cfg: OverlayConfig = OverlayConfig(), detections=None, joints2d: np.ndarray | None = None,
-                   progress: bool = True) -> np.ndarray:
-    """Draw the posed body over every frame.
+def overlay_size(height: int, width: int, cfg: OverlayConfig) -> tuple[int, int]:
+    """(h, w) of the overlay frames of an H x W clip: long side ``min(cfg.max_side, max(H, W))``."""
+    s = min(1.0, cfg.max_side / max(height, width))
+    return max(2, round(height * s)), max(2, round(width * s))
+
+
+def overlay_frame(image: np.ndarray, verts: torch.Tensor, faces: torch.Tensor, camera: Camera,
+                  cfg: OverlayConfig = OverlayConfig(), detections=None, t: int = 0,
+                  joints2d: np.ndarray | None = None) -> np.ndarray:
+    """Draw one frame's posed body (and landmarks) over it.
 
     Args:
-        images: (T, H, W, 3) uint8 RGB frames of ``camera`` (full resolution).
-        verts: (T, V, 3) posed body vertices, world frame, metres.
-        faces: (F, 3) long.
+        image: (H, W, 3) uint8 RGB frame of ``camera`` (full resolution).
+        verts: (V, 3) posed body vertices, world frame, metres; faces: (F, 3) long.
         camera: the clip camera (H x W).
-        cfg: overlay options.
-        detections: optional :class:`tracking.detect.Detections` of the frames (landmarks).
-        joints2d: optional (T, K, 2) fitted keypoints in full-resolution pixels.
+        detections: optional :class:`tracking.detect.Detections` of the clip; ``t``: this frame's index in it.
+        joints2d: optional (K, 2) fitted keypoints of this frame in full-resolution pixels.
 
     Returns:
-        (T, h, w, 3) uint8 overlay frames, long side ``min(cfg.max_side, max(H, W))``.
+        (h, w, 3) uint8, the size :func:`overlay_size` gives.
     """
-    T, H, W = images.shape[:3]
-    if verts.shape[0] != T:
-        raise ValueError(f"overlay_frames: {T} images but {verts.shape[0]} meshes")
-    s = min(1.0, cfg.max_side / max(H, W))
-    h, w = max(2, round(H * s)), max(2, round(W * s))
-    cam = camera.resized(w, h)
-    out = np.empty((T, h, w, 3), np.uint8)
-    for t in tqdm(range(T), desc="overlay", unit="frame", leave=False, disable=not progress):
-        img = images[t] if (h, w) == (H, W) else cv2.resize(images[t], (w, h), interpolation=cv2.INTER_AREA)
-        shade, mask = render_body(verts[t], faces, cam)
-        f = img.astype(np.float32)
-        a = cfg.alpha * mask[..., None]
-        f = f * (1 - a) + a * shade[..., None] * BODY_COLOR
-        img = np.clip(f, 0, 255).astype(np.uint8)
-        if cfg.landmarks and detections is not None:
-            img = draw_landmarks(img, detections, t, boxes=False)
-        if cfg.fitted_keypoints and joints2d is not None:
-            r = max(2, round(min(h, w) / 160))
-            for x, y in joints2d[t] * np.array([w / W, h / H]):
-                if np.isfinite(x) and np.isfinite(y):
-                    cv2.circle(img, (int(round(x)), int(round(y))), r, (20, 20, 20), -1, cv2.LINE_AA)
-                    cv2.circle(img, (int(round(x)), int(round(y))), max(1, r - 1), (255, 255, 255), -1, cv2.LINE_AA)
-        out[t] = img
-    return out
+    H, W = image.shape[:2]
+    h, w = overlay_size(H, W, cfg)
+    img = image if (h, w) == (H, W) else cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    shade, mask = render_body(verts, faces, camera.resized(w, h))
+    f = img.astype(np.float32)
+    a = cfg.alpha * mask[..., None]
+    f = f * (1 - a) + a * shade[..., None] * BODY_COLOR
+    img = np.clip(f, 0, 255).astype(np.uint8)
+    if cfg.landmarks and detections is not None:
+        img = draw_landmarks(img, detections, t, boxes=False)
+    if cfg.fitted_keypoints and joints2d is not None:
+        r = max(2, round(min(h, w) / 160))
+        for x, y in joints2d * np.array([w / W, h / H]):
+            if np.isfinite(x) and np.isfinite(y):
+                cv2.circle(img, (int(round(x)), int(round(y))), r, (20, 20, 20), -1, cv2.LINE_AA)
+                cv2.circle(img, (int(round(x)), int(round(y))), max(1, r - 1), (255, 255, 255), -1, cv2.LINE_AA)
+    return img
 
 
 def draw_landmarks(

@@ -1,7 +1,9 @@
-"""Video input and output: read a clip (or a folder of images) into RGB frames, write a clip.
+"""Video input and output: stream a clip (or a folder of images) frame by frame, read a short one
+whole, write a clip frame by frame.
 
-Reading tries ``decord`` first (fast random access with ``get_batch``) and falls back to
-PyAV (sequential decode) when decord cannot open the file. A directory of ``.png`` /
+:func:`stream_video` is the one reader (:func:`read_video` stacks what it yields): ``decord`` first
+(batched ``get_batch``, decoding straight to the working size), PyAV (sequential decode) when decord
+cannot open the file, and PyAV from the next frame on when decord fails midway. A directory of ``.png`` /
 ``.jpg`` / ``.jpeg`` images (natural sort order: ``f2.png`` before ``f10.png``) or a single
 image file is accepted as a clip too.
 
@@ -155,45 +157,132 @@ def _resize(image: np.ndarray, max_side: int | None) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- readers
-def read_video(path: str | Path, cfg: VideoConfig | None = None) -> Frames:
-    """Read and sample a clip.
+class VideoStream:
+    """An opened, sampled clip: what it is, and one pass over its frames (decoded on demand).
+
+    Iterating yields ``(source_index, image)`` with ``image`` (H, W, 3) uint8 RGB at the working size, in
+    increasing index order, one frame in memory at a time (decoding runs ``prefetch`` frames ahead on a
+    background thread, so decoding overlaps the caller's work). A stream can be iterated once.
+
+    Attributes:
+        path: the clip.  source_fps: its frame rate.  fps: the sampled sequence's rate.
+        size: (H, W) of the yielded frames.  planned: how many frames sampling selects, from the container's
+            frame count (PyAV: an estimate from the header; the clip may hold fewer).
+    """
+
+    def __init__(self, path: Path, source_fps: float, fps: float, planned: int, frames: Iterator, prefetch: int = 8):
+        self.path, self.source_fps, self.fps, self.planned = path, float(source_fps), float(fps), int(planned)
+        first = next(frames, None)
+        if first is None:
+            raise VideoError(f"{path}: no frames to read (the clip is empty or shorter than VideoConfig.start). "
+                             "Check the file plays, or lower VideoConfig.start.")
+        self.size: tuple[int, int] = (int(first[1].shape[0]), int(first[1].shape[1]))
+        self._first, self._rest, self._prefetch, self._used = first, frames, prefetch, False
+
+    @property
+    def first_frame(self) -> np.ndarray:
+        """(H, W, 3) uint8 the first sampled frame (decoded when the stream was opened)."""
+        if self._first is None:
+            raise RuntimeError(f"{self.path}: the stream was iterated already")
+        return self._first[1]
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        if self._used:
+            raise RuntimeError(f"{self.path}: a VideoStream is iterated once; open the clip again")
+        self._used = True
+        first, self._first = self._first, None
+        yield first
+        yield from _prefetched(self._rest, self._prefetch)
+
+
+def _prefetched(items: Iterator, depth: int) -> Iterator:
+    """Run ``items`` on a background thread, ``depth`` items ahead (exceptions re-raised in the consumer)."""
+    if depth <= 0:
+        yield from items
+        return
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work():
+        try:
+            for it in items:
+                while not stop.is_set():
+                    try:
+                        q.put(it, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    th = threading.Thread(target=work, name="video-decode", daemon=True)
+    th.start()
+    try:
+        while True:
+            it = q.get()
+            if it is done:
+                return
+            if isinstance(it, BaseException):
+                raise it
+            yield it
+    finally:
+        stop.set()
+        th.join(timeout=5)
+
+
+def stream_video(path: str | Path, cfg: VideoConfig | None = None) -> VideoStream:
+    """Open and sample a clip for one streaming pass (:class:`VideoStream`); nothing is held in memory.
 
     Args:
         path: a video file (anything FFmpeg decodes), a directory of images, or one image.
-        cfg: sampling options; defaults to every frame at source size.
-
-    Returns:
-        :class:`Frames` with ``images`` (T, H, W, 3) uint8 RGB.
+        cfg: sampling options (the module doc); defaults to every frame at up to 1024 px.
 
     Raises:
-        VideoError: the path does not exist, cannot be decoded by decord nor PyAV, or
-            yields no frame (empty clip, or ``cfg.start`` past the end).
+        VideoError: the path does not exist, cannot be opened by decord nor PyAV, or yields no frame;
+            while iterating: a frame that cannot be decoded (the message names it).
     """
     cfg = cfg or VideoConfig()
     path = Path(path)
     if not path.exists():
         raise VideoError(f"{path}: no such file or directory. Check the video path.")
     if path.is_dir():
-        frames = _read_image_dir(path, cfg)
-    elif path.suffix.lower() in IMAGE_EXTENSIONS:
-        frames = _read_images([path], path, cfg)
-    else:
-        if path.stat().st_size == 0:
-            raise VideoError(f"{path}: the file is empty (0 bytes). Re-export or re-download the video.")
-        try:
-            frames = _read_decord(path, cfg)
-        except _DecordFailed as e:
-            log.info("decord cannot read %s (%s); falling back to PyAV", path, e)
-            frames = _read_pyav(path, cfg)
-    if len(frames) == 0:
-        raise VideoError(
-            f"{path}: no frames to read (start={cfg.start}; the clip is empty or shorter than that). "
-            "Check the file plays, or lower VideoConfig.start."
-        )
-    log.info(
-        "read %d frames %dx%d from %s (source %.3g fps -> %.3g fps)",
-        len(frames), frames.size[1], frames.size[0], path, frames.source_fps, frames.fps,
-    )
+        return _stream_images(_image_files(path), path, cfg)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return _stream_images([path], path, cfg)
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: the file is empty (0 bytes). Re-export or re-download the video.")
+    try:
+        return _stream_decord(path, cfg)
+    except _DecordFailed as e:
+        log.info("decord cannot read %s (%s); falling back to PyAV", path, e)
+        return _stream_pyav(path, cfg)
+
+
+def read_video(path: str | Path, cfg: VideoConfig | None = None) -> Frames:
+    """Read and sample a whole clip into memory (short clips; long ones: :func:`stream_video`).
+
+    Returns:
+        :class:`Frames` with ``images`` (T, H, W, 3) uint8 RGB.
+
+    Raises:
+        VideoError: as :func:`stream_video`.
+    """
+    stream = stream_video(path, cfg)
+    idx, images = [], []
+    for i, im in tqdm(stream, total=stream.planned, desc=f"read {stream.path.name}", unit="frame", leave=False):
+        idx.append(i)
+        images.append(im)
+    frames = Frames(images=np.ascontiguousarray(np.stack(images, 0), dtype=np.uint8),
+                    indices=np.asarray(idx, np.int64), fps=stream.fps, source_fps=stream.source_fps, path=stream.path)
+    log.info("read %d frames %dx%d from %s (source %.3g fps -> %.3g fps)", len(frames), frames.size[1],
+             frames.size[0], path, frames.source_fps, frames.fps)
     return frames
 
 
@@ -201,7 +290,7 @@ class _DecordFailed(Exception):
     """decord could not open or decode the file (try PyAV next)."""
 
 
-def _read_decord(path: Path, cfg: VideoConfig) -> Frames:
+def _stream_decord(path: Path, cfg: VideoConfig) -> VideoStream:
     try:
         import decord
     except ImportError as e:  # pragma: no cover - decord is a dependency
@@ -223,20 +312,55 @@ def _read_decord(path: Path, cfg: VideoConfig) -> Frames:
         log.warning("%s: decord reports fps=%s; assuming 30", path, source_fps)
         source_fps = 30.0
     idx = sample_indices(n, source_fps, cfg)
-    images = []
-    try:
-        with tqdm(total=len(idx), desc=f"read {path.name}", unit="frame", leave=False) as bar:
+
+    def frames():
+        done = -1
+        try:
             for i in range(0, len(idx), _BATCH):
                 chunk = idx[i : i + _BATCH]
                 batch = vr.get_batch(chunk.tolist()).asnumpy()
-                images.extend(_resize(im, cfg.max_side) for im in batch)
-                bar.update(len(chunk))
+                for j, im in zip(chunk, batch):
+                    yield int(j), _resize(im, cfg.max_side)
+                    done = int(j)
+        except Exception as e:
+            # decord gave up midway: PyAV decodes on from the next wanted frame (and names a bad one)
+            log.info("%s: decord failed after source frame %d (%s); PyAV continues", path, done, e)
+            yield from _pyav_frames(path, cfg, after=done)
+
+    first_try = frames()
+    try:
+        stream = VideoStream(path, source_fps, _sampled_fps(source_fps, cfg), len(idx), first_try)
+    except VideoError as e:
+        raise _DecordFailed(str(e)) from e
+    return stream
+
+
+def _stream_pyav(path: Path, cfg: VideoConfig) -> VideoStream:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: the file has no video stream. Pass a video file.")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            source_fps = float(rate) if rate else 30.0
+            declared = int(stream.frames or 0)
+            if not declared and stream.duration and stream.time_base:
+                declared = int(float(stream.duration * stream.time_base) * source_fps)
+    except VideoError:
+        raise
     except Exception as e:
-        raise _DecordFailed(f"decode failed after {len(images)} of {len(idx)} frames: {e}") from e
-    return _frames(images, idx, source_fps, cfg, path)
+        raise VideoError(
+            f"{path}: not a readable video (decord and PyAV both failed to open it: {e}). "
+            "Check that the file is a complete video; re-encode or re-download it."
+        ) from e
+    planned = len(sample_indices(declared, source_fps, cfg)) if declared else (cfg.max_frames or 0)
+    return VideoStream(path, source_fps, _sampled_fps(source_fps, cfg), planned, _pyav_frames(path, cfg))
 
 
-def _read_pyav(path: Path, cfg: VideoConfig) -> Frames:
+def _pyav_frames(path: Path, cfg: VideoConfig, after: int = -1) -> Iterator[tuple[int, np.ndarray]]:
+    """Sequential PyAV decode of the sampled frames with source index > ``after``."""
     import av
 
     try:
@@ -246,8 +370,7 @@ def _read_pyav(path: Path, cfg: VideoConfig) -> Frames:
             f"{path}: not a readable video (decord and PyAV both failed to open it: {e}). "
             "Check that the file is a complete video; re-encode or re-download it."
         ) from e
-    images: list[np.ndarray] = []
-    indices: list[int] = []
+    count, last = 0, after
     try:
         with container:
             if not container.streams.video:
@@ -256,20 +379,16 @@ def _read_pyav(path: Path, cfg: VideoConfig) -> Frames:
             stream.thread_type = "AUTO"
             declared = int(stream.frames or 0)
             rate = stream.average_rate or stream.guessed_rate
-            source_fps = float(rate) if rate else 30.0
-            wanted = _index_stream(source_fps, cfg)
+            wanted = (i for i in _index_stream(float(rate) if rate else 30.0, cfg) if i > after)
             nxt = next(wanted, None)
-            total = cfg.max_frames if cfg.max_frames is not None else None
-            with tqdm(total=total, desc=f"read {path.name}", unit="frame", leave=False) as bar:
-                for i, frame in enumerate(container.decode(stream)):
-                    if nxt is None:
-                        break
-                    if i < nxt:
-                        continue
-                    images.append(_resize(frame.to_ndarray(format="rgb24"), cfg.max_side))
-                    indices.append(i)
-                    bar.update(1)
-                    nxt = next(wanted, None)
+            for i, frame in enumerate(container.decode(stream)):
+                if nxt is None:
+                    break
+                if i < nxt:
+                    continue
+                yield i, _resize(frame.to_ndarray(format="rgb24"), cfg.max_side)
+                count, last = count + 1, i
+                nxt = next(wanted, None)
             # a header frame count well above what decodes means a cut-off file (moov at front)
             if nxt is not None and declared and nxt < 0.98 * declared - 1:
                 raise VideoError(
@@ -280,17 +399,16 @@ def _read_pyav(path: Path, cfg: VideoConfig) -> Frames:
         raise
     except Exception as e:
         raise VideoError(
-            f"{path}: corrupt video: PyAV failed to decode it after {len(images)} sampled frames ({e}). "
-            "Re-encode it (e.g. ffmpeg -i in.mp4 out.mp4) or re-download it."
+            f"{path}: corrupt video: decoding fails at source frame {last + 1} (after {count} sampled frames "
+            f"were read: {e}). Re-encode it (e.g. ffmpeg -i in.mp4 out.mp4) or re-download it."
         ) from e
-    return _frames(images, np.asarray(indices, np.int64), source_fps, cfg, path)
 
 
 def _natural_key(p: Path):
     return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", p.name)]
 
 
-def _read_image_dir(path: Path, cfg: VideoConfig) -> Frames:
+def _image_files(path: Path) -> list[Path]:
     files = sorted(
         (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key
     )
@@ -299,88 +417,136 @@ def _read_image_dir(path: Path, cfg: VideoConfig) -> Frames:
             f"{path}: the directory holds no images ({', '.join(IMAGE_EXTENSIONS)}). "
             "Point to a video file or a folder of frames."
         )
-    return _read_images(files, path, cfg)
+    return files
 
 
-def _read_images(files: list[Path], path: Path, cfg: VideoConfig) -> Frames:
+def _stream_images(files: list[Path], path: Path, cfg: VideoConfig) -> VideoStream:
     source_fps = float(cfg.image_dir_fps)
     idx = sample_indices(len(files), source_fps, cfg)
-    images = []
-    shape = None
-    for i in tqdm(idx, desc=f"read {path.name}", unit="frame", leave=False):
-        f = files[i]
-        im = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        if im is None:
-            raise VideoError(f"{f}: cannot read this image (corrupt or not an image). Remove or replace it.")
-        if shape is None:
-            shape = im.shape
-        elif im.shape != shape:
-            raise VideoError(
-                f"{f}: image size {im.shape[1]}x{im.shape[0]} differs from the first frame "
-                f"{shape[1]}x{shape[0]} ({files[idx[0]].name}). All frames of a sequence must have one size."
-            )
-        images.append(_resize(cv2.cvtColor(im, cv2.COLOR_BGR2RGB), cfg.max_side))
-    return _frames(images, idx, source_fps, cfg, path)
 
+    def frames():
+        shape = None
+        for i in idx:
+            f = files[i]
+            im = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if im is None:
+                raise VideoError(f"{f}: cannot read this image (corrupt or not an image). Remove or replace it.")
+            if shape is None:
+                shape = im.shape
+            elif im.shape != shape:
+                raise VideoError(
+                    f"{f}: image size {im.shape[1]}x{im.shape[0]} differs from the first frame "
+                    f"{shape[1]}x{shape[0]} ({files[idx[0]].name}). All frames of a sequence must have one size."
+                )
+            yield int(i), _resize(cv2.cvtColor(im, cv2.COLOR_BGR2RGB), cfg.max_side)
 
-def _frames(images: list[np.ndarray], idx: np.ndarray, source_fps: float, cfg: VideoConfig, path: Path) -> Frames:
-    if images:
-        arr = np.ascontiguousarray(np.stack(images, 0), dtype=np.uint8)
-    else:
-        arr = np.zeros((0, 0, 0, 3), np.uint8)
-    return Frames(
-        images=arr,
-        indices=np.asarray(idx, np.int64)[: len(images)],
-        fps=_sampled_fps(source_fps, cfg),
-        source_fps=float(source_fps),
-        path=path,
-    )
+    return VideoStream(path, source_fps, _sampled_fps(source_fps, cfg), len(idx), frames())
 
 
 # ----------------------------------------------------------------------------- writer
-def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18) -> Path:
-    """Write frames as an H.264 (libx264, yuv420p) video, atomically.
+class VideoWriter:
+    """Write frames one at a time as an H.264 (libx264, yuv420p) video, atomically.
 
-    Odd widths/heights are padded by one pixel (edge replicated), as yuv420p needs even sizes.
+    The file appears at ``path`` only when the ``with`` block ends without an error (an existing file is
+    replaced then). Odd widths/heights are padded by one pixel (edge replicated), as yuv420p needs even
+    sizes; the size is set by the first frame.
 
     Args:
         path: output file; the container is chosen from its suffix (``.mp4``, ``.mkv``, ...).
-            Parent directories are created. An existing file is replaced only on success.
-        frames: (T, H, W, 3) uint8 RGB, T >= 1.
+            Parent directories are created.
+        fps: frame rate (frames per second, > 0).
+        crf: x264 constant rate factor (0 lossless .. 51 worst; 18 is visually lossless).
+    """
+
+    def __init__(self, path: str | Path, fps: float, crf: int = 18):
+        if not fps > 0:
+            raise ValueError(f"VideoWriter({path}): fps must be > 0, got {fps}")
+        self.path, self.fps, self.crf = Path(path), float(fps), int(crf)
+        self.count = 0
+        self._size: tuple[int, int] | None = None
+
+    def __enter__(self) -> "VideoWriter":
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        import av
+
+        self._out = av.open(str(tmp), mode="w", format=_container_format(self.path))
+        self._stream = None
+        return self
+
+    def write(self, image: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 RGB frame (every frame has the first one's size)."""
+        import av
+
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"VideoWriter({self.path}): frames must be (H, W, 3), got {image.shape}")
+        if image.dtype != np.uint8:
+            raise ValueError(f"VideoWriter({self.path}): frames must be uint8, got {image.dtype}; "
+                             "convert with (x*255).astype(np.uint8)")
+        h, w = image.shape[:2]
+        if self._stream is None:
+            self._size = (h, w)
+            self._stream = self._out.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            self._stream.width, self._stream.height = w + w % 2, h + h % 2
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"crf": str(self.crf)}
+        elif (h, w) != self._size:
+            raise ValueError(f"VideoWriter({self.path}): frame {self.count} is {w}x{h}, the video is "
+                             f"{self._size[1]}x{self._size[0]}")
+        if h % 2 or w % 2:
+            image = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._out.mux(packet)
+        self.count += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        err = None
+        if exc_type is None:
+            try:
+                if self._stream is None:
+                    raise ValueError(f"VideoWriter({self.path}): no frame was written")
+                for packet in self._stream.encode():
+                    self._out.mux(packet)
+            except BaseException as e:  # noqa: BLE001 - re-raised below, after the clean-up
+                err = e
+        try:
+            self._out.close()
+        except Exception as e:  # noqa: BLE001
+            err = err or e
+        if err is not None:
+            self._atomic.__exit__(type(err), err, err.__traceback__)  # removes the temporary file
+            raise err
+        self._atomic.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            h, w = self._size
+            log.info("wrote %d frames %dx%d at %.3g fps to %s", self.count, w, h, self.fps, self.path)
+
+
+def write_video(path: str | Path, frames, fps: float, crf: int = 18) -> Path:
+    """Write frames as an H.264 (libx264, yuv420p) video, atomically (see :class:`VideoWriter`).
+
+    Args:
+        path: output file (``.mp4``, ``.mkv``, ...); an existing file is replaced only on success.
+        frames: (T, H, W, 3) uint8 RGB, T >= 1 (an array, or a frame store: :mod:`foundation.io.frames`).
         fps: frame rate (frames per second, > 0).
         crf: x264 constant rate factor (0 lossless .. 51 worst; 18 is visually lossless).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    import av
-
     path = Path(path)
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
-        raise ValueError(f"write_video({path}): frames must be (T, H, W, 3) with T >= 1, got {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise ValueError(f"write_video({path}): frames must be uint8, got {frames.dtype}; convert with (x*255).astype(np.uint8)")
+    shape, dtype = tuple(frames.shape), frames.dtype
+    if len(shape) != 4 or shape[-1] != 3 or shape[0] < 1:
+        raise ValueError(f"write_video({path}): frames must be (T, H, W, 3) with T >= 1, got {shape}")
+    if dtype != np.uint8:
+        raise ValueError(f"write_video({path}): frames must be uint8, got {dtype}; convert with (x*255).astype(np.uint8)")
     if not fps > 0:
         raise ValueError(f"write_video({path}): fps must be > 0, got {fps}")
-    _, h, w, _ = frames.shape
-    ph, pw = h % 2, w % 2
-    rate = Fraction(fps).limit_denominator(1001)
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format=_container_format(path)) as out:
-            stream = out.add_stream("libx264", rate=rate)
-            stream.width, stream.height = w + pw, h + ph
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf)}
-            for im in tqdm(frames, desc=f"write {path.name}", unit="frame", leave=False):
-                if ph or pw:
-                    im = np.pad(im, ((0, ph), (0, pw), (0, 0)), mode="edge")
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(im), format="rgb24")
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-            for packet in stream.encode():
-                out.mux(packet)
-    log.info("wrote %d frames %dx%d at %.3g fps to %s", len(frames), w, h, fps, path)
+    with VideoWriter(path, fps, crf) as out:
+        for im in tqdm(frames, desc=f"write {path.name}", unit="frame", leave=False):
+            out.write(im)
     return path
 
 

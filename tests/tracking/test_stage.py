@@ -13,7 +13,8 @@ from tracking.detect import NoPersonError
 from tracking.fit import FitConfig, default_camera
 from tracking.overlay import OverlayConfig, render_body
 from foundation.config import build
-from tracking.stage import TrackingConfig, run_tracking
+from tracking.stage import DiskBudgetError, TrackingConfig, run_tracking
+from foundation.io.frames import FrameStore
 from foundation.io.video import VideoError, read_video, write_video
 
 H, W, T = 384, 288, 6
@@ -92,12 +93,24 @@ def test_run_tracking_roundtrip_and_overlay(clip, anny_body, tmp_path):
     assert back.camera == tracks.camera and len(back) == T
     assert torch.allclose(back.params.body_pose, tracks.params.body_pose)
     assert np.array_equal(back.images, tracks.images)
+    # the frames live on disk in the stage directory, read a frame at a time
+    assert isinstance(tracks.images, FrameStore) and tracks.images.dir == tmp_path / "tracking" / "images"
+    assert isinstance(back.masks, FrameStore) and back.masks.shape == (T, H, W)
+    assert back.masks.digest == tracks.masks.digest
     # overlay video and logged frames
     over = read_video(tmp_path / "tracking" / "overlay.mp4")
     assert len(over) == T and max(over.size) == 256
     assert (tmp_path / "tracking" / "detections.npz").exists()
     assert len(log.images) == 2 and log.images[0][1].dtype == np.uint8
     assert log.scalars["tracking/fps"] > 0
+
+
+def test_disk_budget_fails_up_front(clip, anny_body, tmp_path):
+    path, _, _ = clip
+    with pytest.raises(DiskBudgetError, match=r"needs about .* GB .*disk_budget_gb") as e:
+        run_tracking(path, small_cfg(disk_budget_gb=1e-6), anny_body, tmp_path / "out")
+    assert str(path) in str(e.value)
+    assert list((tmp_path / "out").iterdir()) == []  # nothing written
 
 
 def test_bad_inputs(anny_body, tmp_path):
