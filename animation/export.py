@@ -1,7 +1,7 @@
 """Exports of an animated avatar: per-frame PLY/OBJ, a skinned glTF (.glb) and a rendered MP4.
 
-The glTF is written by hand (no pygltflib): one mesh (the canonical mesh, with vertex colours) bound
-to a 55-joint skin (SMPL-X joint hierarchy, inverse bind matrices, 4 weights per vertex), and one
+The glTF is written by hand (no pygltflib): one mesh (the canonical mesh with normals, and a UV texture in
+a PBR material, or vertex colours) bound to a 55-joint skin (SMPL-X joint hierarchy, inverse bind matrices, 4 weights per vertex), and one
 animation with a rotation channel per joint and a translation channel on the root.  glTF skinning is
 plain LBS, so the .glb plays the avatar *without* its pose-dependent correction (the PLY/OBJ/MP4
 sequences include it).
@@ -95,11 +95,16 @@ def _quat_xyzw(rotvecs: np.ndarray) -> np.ndarray:
 
 def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors: np.ndarray | None,
               weights: torch.Tensor, rest_joints: torch.Tensor, parents, poses: np.ndarray, root_transl: np.ndarray,
-              fps: float, joint_names=None, max_influences: int = 4) -> Path:
+              fps: float, joint_names=None, max_influences: int = 4, normals=None, uvs=None,
+              texture: np.ndarray | None = None) -> Path:
     """Write a skinned, animated glTF binary.
 
     Args:
-        verts: (V, 3) canonical (rest-pose) vertices; faces: (F, 3); colors: (V, 3) uint8 or None.
+        verts: (V, 3) canonical (rest-pose) vertices; faces: (F, 3); colors: (V, 3) uint8 or None (ignored
+            when a texture is given: glTF multiplies vertex colours into the texture).
+        normals: (V, 3) unit vertex normals (NORMAL; None: area-weighted normals of the mesh).
+        uvs: (V, 2) texture coordinates in [0, 1], v down as glTF wants (TEXCOORD_0); texture: (H, W, 3)
+            uint8 RGB base colour, embedded as PNG in a PBR material (metallic 0, rough 0.9) with ``uvs``.
         weights: (V, J) skinning weights (the top ``max_influences`` per vertex are kept, renormalised).
         rest_joints: (J, 3) canonical joint positions; parents: length-J parent indices (-1 root).
         poses: (T, J, 3) local axis-angle rotations per frame; root_transl: (T, 3) SMPL-X ``transl``.
@@ -126,11 +131,37 @@ def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors
         idx = np.pad(idx, ((0, 0), (0, 4 - k)))
         wk = np.pad(wk, ((0, 0), (0, 4 - k)))
     b = _Bin()
+    if normals is None:
+        from foundation.geometry.normals import vertex_normals
+
+        normals = vertex_normals(torch.as_tensor(v), torch.as_tensor(np.asarray(faces, np.int64)))
+    n = np.asarray(normals, np.float32)
+    n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    n[~np.isfinite(n).all(1)] = (0.0, 0.0, 1.0)
+    if (texture is None) != (uvs is None):
+        raise ValueError("write_glb: a texture needs uvs and uvs need a texture")
     attrs = {"POSITION": b.add(v, _FLOAT, "VEC3", 34962, minmax=True),
+             "NORMAL": b.add(n, _FLOAT, "VEC3", 34962),
              "JOINTS_0": b.add(idx.astype(np.uint8 if J < 256 else np.uint16), _UBYTE if J < 256 else _USHORT,
                                "VEC4", 34962),
              "WEIGHTS_0": b.add(wk.astype(np.float32), _FLOAT, "VEC4", 34962)}
-    if colors is not None:
+    material: dict = {"name": "avatar", "pbrMetallicRoughness": {"baseColorFactor": [1.0, 1.0, 1.0, 1.0],
+                                                                  "metallicFactor": 0.0, "roughnessFactor": 0.9}}
+    extra: dict = {}
+    if texture is not None:
+        import cv2
+
+        attrs["TEXCOORD_0"] = b.add(np.asarray(uvs, np.float32), _FLOAT, "VEC2", 34962)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(texture, np.uint8), cv2.COLOR_RGB2BGR))
+        while len(b.data) % 4:
+            b.data.append(0)
+        b.views.append({"buffer": 0, "byteOffset": len(b.data), "byteLength": len(png)})
+        b.data += png.tobytes()
+        extra = {"images": [{"name": "albedo", "mimeType": "image/png", "bufferView": len(b.views) - 1}],
+                 "samplers": [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}],
+                 "textures": [{"sampler": 0, "source": 0}]}
+        material["pbrMetallicRoughness"]["baseColorTexture"] = {"index": 0, "texCoord": 0}
+    elif colors is not None:
         c = np.concatenate([np.asarray(colors, np.uint8)[:, :3], np.full((V, 1), 255, np.uint8)], 1)
         attrs["COLOR_0"] = b.add(c, _UBYTE, "VEC4", 34962, normalized=True)
     ind = b.add(np.asarray(faces, np.uint32).reshape(-1), _UINT, "SCALAR", 34963)
@@ -161,7 +192,8 @@ def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors
     gltf = {
         "asset": {"version": "2.0", "generator": "video-avatar animation.export"},
         "scene": 0, "scenes": [{"nodes": [0, J]}], "nodes": nodes,
-        "meshes": [{"name": "avatar", "primitives": [{"attributes": attrs, "indices": ind, "mode": 4}]}],
+        "meshes": [{"name": "avatar", "primitives": [{"attributes": attrs, "indices": ind, "mode": 4, "material": 0}]}],
+        "materials": [material], **extra,
         "skins": [{"joints": list(range(J)), "inverseBindMatrices": ibm_acc, "skeleton": 0}],
         "animations": [{"name": "motion", "samplers": samplers, "channels": channels}],
         "buffers": [{"byteLength": len(b.data)}], "bufferViews": b.views, "accessors": b.accessors,

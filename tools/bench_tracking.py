@@ -23,7 +23,8 @@ Prints (JSON):
 * speed, frames/s, over ``--runs`` runs of the whole stage (best and median): ``fps_tracking``
   (read + detect + fit: what the pipeline needs per clip, without the one-time ~2 s mediapipe import),
   ``fps_total`` (wall time of ``run_tracking``: + import on the first run + overlay video), and the
-  per-step seconds (read / setup (import) / detect (graph construction included) / fit / overlay)
+  per-step seconds (setup (open + import) / read_detect (decode and detection, overlapped; graph
+  construction included) / fit / overlay)
   of the best run. The machine load (``uptime``) is printed alongside, since other processes share
   the CPU.
 """
@@ -148,9 +149,9 @@ def main() -> None:
     def fps(steps, keys):
         return T / max(sum(v for k, v in steps.items() if k in keys), 1e-9)
 
-    trk = sorted(fps(s, ("read", "detect", "fit")) for _, s in runs)
+    trk = sorted(fps(s, ("read_detect", "fit")) for _, s in runs)
     tot = sorted(T / w for w, _ in runs)
-    best = max(runs, key=lambda r: fps(r[1], ("read", "detect", "fit")))[1]
+    best = max(runs, key=lambda r: fps(r[1], ("read_detect", "fit")))[1]
     res.update({
         "frames": T, "size": [W, H], "runs": len(runs),
         "fps_tracking_best": round(trk[-1], 1), "fps_tracking_median": round(float(np.median(trk)), 1),
