@@ -175,13 +175,20 @@ def run_animation(avatar: Avatar, motion: str | Path | Motion, cfg: AnimationCon
         write_mesh_sequence(out / "meshes_obj", seq.verts, seq.faces, seq.colors, "obj")
         files["meshes_obj"] = "meshes_obj"
     if cfg.export_gltf:
-        write_glb(out / "avatar.glb", avatar.mesh.verts, avatar.mesh.faces, seq.colors, avatar.mesh.weights,
-                  seq.rest_joints, body.parents, motion.poses, motion.trans, motion.fps, SMPLX_JOINT_NAMES)
+        m = avatar.mesh
+        if avatar.atlas is not None:  # textured: seam vertices split, one uv each
+            a = avatar.atlas
+            write_glb(out / "avatar.glb", m.verts[a.vmap], a.faces, None, m.weights[a.vmap], seq.rest_joints,
+                      body.parents, motion.poses, motion.trans, motion.fps, SMPLX_JOINT_NAMES,
+                      normals=m.normals[a.vmap], uvs=a.uvs, texture=avatar.texture)
+        else:
+            write_glb(out / "avatar.glb", m.verts, m.faces, seq.colors, m.weights, seq.rest_joints, body.parents,
+                      motion.poses, motion.trans, motion.fps, SMPLX_JOINT_NAMES, normals=m.normals)
         files["glb"] = "avatar.glb"
     if cfg.render_video:
         t0 = time.perf_counter()
         cams = sequence_cameras(seq.verts, cfg.camera, cfg.video_size, motion.fps)
-        frames = render_sequence(seq.verts, seq.faces, seq.colors, cams)
+        frames = render_sequence(seq.verts, seq.faces, avatar.render_colors(), cams)
         write_video(out / "animation.mp4", frames, motion.fps, crf=cfg.video_crf)
         files["video"] = "animation.mp4"
         stats["render_fps"] = len(seq) / (time.perf_counter() - t0)

@@ -4,8 +4,10 @@ On disk (one directory)::
 
     avatar.safetensors   fields (sdf.*, skin.*, color.* if trained), body prior (prior_verts, prior_weights),
                          betas, canonical mesh (mesh_verts, mesh_faces, mesh_colors, mesh_weights, ...)
+                         UV atlas (atlas_*) and texture of a fitted avatar, the fusion mesh (fusion_mesh_*)
     avatar.json          config, architecture, stats
     canonical.ply        the canonical mesh with vertex colours (for viewing)
+    canonical.obj/.mtl, canonical_albedo.png   the textured canonical mesh (fitted avatars)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from foundation.body.params import SMPLXParams
 from foundation.io.atomic import atomic_path, atomic_write_json
+from foundation.texture import UVAtlas, UVTexture, write_textured_obj
 from avatar.extract import CanonicalMesh, pose_canonical_mesh
 from avatar.fields import BodySkinPrior, CanonicalSDF, ColorField, SkinningField, spread_matrix
 
@@ -41,6 +44,9 @@ class Avatar:
         betas: (1, NB) body shape.
         arch: constructor arguments of the fields; config: the avatar stage's config; stats: metrics.
         body_backend: body model the avatar was trained with ("anny" / "smplx").
+        atlas: UV atlas of ``mesh`` and texture: (R, R, 3) uint8 albedo (the avatar fitted to the video,
+            :mod:`avatar.video_fit`; None for a fusion-only avatar, coloured by ``mesh.colors``).
+        fusion_mesh: the ICON-fusion canonical mesh the fit started from (for comparison; None if not fitted).
     """
 
     sdf: CanonicalSDF
@@ -54,6 +60,9 @@ class Avatar:
     config: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
     body_backend: str = "anny"
+    atlas: UVAtlas | None = None
+    texture: np.ndarray | None = None
+    fusion_mesh: CanonicalMesh | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spread", spread_matrix(self.prior_weights.shape[1]))  # derived, not saved
@@ -140,6 +149,13 @@ class Avatar:
         tensors["prior_verts"] = self.prior_verts.contiguous()
         tensors["prior_weights"] = self.prior_weights.contiguous()
         tensors["betas"] = self.betas.contiguous()
+        if self.atlas is not None:
+            tensors.update(atlas_vmap=self.atlas.vmap.contiguous(), atlas_faces=self.atlas.faces.contiguous(),
+                           atlas_uvs=self.atlas.uvs.contiguous(),
+                           texture=torch.from_numpy(np.ascontiguousarray(self.texture, np.uint8)))
+        if self.fusion_mesh is not None:
+            for k in _MESH_KEYS:
+                tensors[f"fusion_mesh_{k}"] = getattr(self.fusion_mesh, k).contiguous()
         with atomic_path(d / "avatar.safetensors") as tmp:
             save_file(tensors, str(tmp))
         atomic_write_json(d / "avatar.json", {"arch": self.arch, "config": self.config, "stats": self.stats,
@@ -150,6 +166,9 @@ class Avatar:
                                vertex_colors=self.mesh.colors.numpy(), process=False)
         with atomic_path(d / "canonical.ply") as tmp:
             mesh.export(tmp, file_type="ply")
+        if self.atlas is not None:  # the textured canonical avatar: OBJ + MTL + PNG
+            write_textured_obj(d / "canonical.obj", self.mesh.verts.numpy(), self.mesh.faces.numpy(),
+                               self.atlas.face_uvs.numpy(), self.texture, self.mesh.normals.numpy())
 
     @staticmethod
     def load(directory: str | Path) -> "Avatar":
@@ -181,8 +200,21 @@ class Avatar:
                 raise ValueError(f"{d / 'avatar.safetensors'}: '{p}' weights do not match the architecture in "
                                  f"avatar.json ({e}); re-run the avatar stage") from e
         mesh = CanonicalMesh(**{k: t[f"mesh_{k}"] for k in _MESH_KEYS})
+        atlas = texture = fusion = None
+        if "atlas_uvs" in t:
+            atlas = UVAtlas(t["atlas_vmap"], t["atlas_faces"], t["atlas_uvs"])
+            texture = t["texture"].numpy()
+        if "fusion_mesh_verts" in t:
+            fusion = CanonicalMesh(**{k: t[f"fusion_mesh_{k}"] for k in _MESH_KEYS})
         return Avatar(sdf, color, skin, mesh, t["prior_verts"], t["prior_weights"], t["betas"], a,
-                      meta.get("config", {}), meta.get("stats", {}), meta.get("body_backend", "anny"))
+                      meta.get("config", {}), meta.get("stats", {}), meta.get("body_backend", "anny"),
+                      atlas, texture, fusion)
+
+    def render_colors(self):
+        """What renders the avatar's appearance: a :class:`~foundation.texture.UVTexture`, else vertex colours."""
+        if self.texture is not None and self.atlas is not None:
+            return UVTexture(self.atlas.face_uvs, torch.from_numpy(np.ascontiguousarray(self.texture)))
+        return self.mesh.colors
 
     def canonical_colors(self) -> np.ndarray:
         """(V, 3) uint8 vertex colours of the canonical mesh."""

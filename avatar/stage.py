@@ -35,6 +35,7 @@ from avatar.canonicalize import Samples, SkinningConfig, canonicalize, sample_co
 from avatar.extract import bake_colors, extract_canonical_mesh
 from avatar.fields import BodySkinPrior, CanonicalSDF, ColorField, body_sdf_grid, pose_features, spread_matrix
 from avatar.train import Checkpointer, SDFConfig, train_sdf
+from avatar.video_fit import VideoFitConfig, fit_avatar_to_video
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class AvatarConfig:
     select_correction: keep the pose-dependent correction only if it lowers the held-out Chamfer
         (``Avatar.arch["pose_correction"]``; needs held-out frames).
     checkpoint_dir: resume state (None: ``<run_dir>/.avatar_checkpoint``); resume: use it.
+    video_fit: the fit of the avatar to the video after the fusion (:mod:`avatar.video_fit`; needs the
+        tracks' frames; ``video_fit.enabled=false`` keeps the fusion avatar).
     """
 
     fast: bool = False
@@ -83,6 +86,7 @@ class AvatarConfig:
     checkpoint_dir: str | None = None
     resume: bool = True
     seed: int = 0
+    video_fit: VideoFitConfig = field(default_factory=VideoFitConfig)
 
     def effective(self) -> "AvatarConfig":
         """The settings actually used (``fast`` applied)."""
@@ -93,7 +97,11 @@ class AvatarConfig:
             skinning=dataclasses.replace(self.skinning, iters=min(self.skinning.iters, 40), batch=1024, hidden=64),
             sdf=dataclasses.replace(self.sdf, iters=min(self.sdf.iters, 80), batch=1024, hidden=64, layers=3,
                                     color_hidden=64, grid_voxel=max(self.sdf.grid_voxel, 0.025)),
-            eval_max_side=min(self.eval_max_side, 160))
+            eval_max_side=min(self.eval_max_side, 160),
+            video_fit=dataclasses.replace(self.video_fit, subdivide=0, iters=min(self.video_fit.iters, 10),
+                                          texture_size=min(self.video_fit.texture_size, 256),
+                                          max_side=min(self.video_fit.max_side, 128),
+                                          bake_max_side=min(self.video_fit.bake_max_side, 256)))
 
 
 def _split(n: int, holdout_every: int, max_train: int | None) -> tuple[list[int], list[int]]:
@@ -259,14 +267,16 @@ def evaluate_holdout(avatar: Avatar, recon: Recon, tracks: Tracks | None, held: 
         return {}
     params = recon.params[torch.tensor(held)]
     faces = avatar.mesh.faces
-    verts = avatar.pose(params, body, correct=True)
     lbs = avatar.pose(params, body, correct=False)
+    corrected_too = cfg.select_correction or bool(avatar.arch.get("pose_correction", True))
+    verts = avatar.pose(params, body, correct=True) if corrected_too else lbs
 
     def chamfers(posed: torch.Tensor) -> list[float]:
         return [chamfer_cm(posed[k].numpy(), faces.numpy(), recon.frames[i].verts, recon.frames[i].faces, n=10000)
                 for k, i in enumerate(held)]
 
-    ch, ch_lbs = chamfers(verts), chamfers(lbs)
+    ch_lbs = chamfers(lbs)
+    ch = chamfers(verts) if corrected_too else ch_lbs
     corrected = {"holdout_chamfer_cm_corrected": float(np.mean(ch)), "holdout_chamfer_cm_lbs": float(np.mean(ch_lbs))}
     keep = bool(avatar.arch.get("pose_correction", True))
     if cfg.select_correction:
@@ -283,7 +293,7 @@ def evaluate_holdout(avatar: Avatar, recon: Recon, tracks: Tracks | None, held: 
         cam = tracks.camera
         s = min(1.0, cfg.eval_max_side / max(cam.width, cam.height))
         cam = cam.resized(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
-        img, _ = render_mesh(verts[k], faces, cam, avatar.mesh.colors, shading="flat", background=(0, 0, 0))
+        img, _ = render_mesh(verts[k], faces, cam, avatar.render_colors(), shading="flat", background=(0, 0, 0))
         ref = _resize(tracks.images[fr.frame], cam.height, cam.width)
         mask = _resize(tracks.masks[fr.frame].astype(np.float32), cam.height, cam.width) > 0.5
         if mask.any():
@@ -324,12 +334,26 @@ def run_avatar(tracks: Tracks, recon: Recon, cfg: AvatarConfig, body: BodyModel,
         held_out = evaluate_holdout(avatar, recon, tracks, held, body, cfg.effective(), logger, out_dir)
     arch = {**avatar.arch, "pose_correction": held_out["pose_correction"]} if held_out else avatar.arch
     avatar = dataclasses.replace(avatar, arch=arch, stats={**avatar.stats, **held_out})
+    if not held:
+        log.info("avatar: %d reconstructed frames are too few to hold any out: no held-out metrics", n)
+    vf = cfg.effective().video_fit
+    if vf.enabled and tracks is not None:
+        with torch_threads(cfg.threads):
+            fitted = fit_avatar_to_video(avatar, tracks, recon, train, body, vf, progress=True)
+            if fitted is not avatar:
+                fused = {f"fusion_{k}": v for k, v in held_out.items() if k.startswith("holdout_")}
+                ev = dataclasses.replace(cfg.effective(), select_correction=False)
+                held_fit = evaluate_holdout(fitted, recon, tracks, held, body, ev, logger, out_dir)
+                avatar = dataclasses.replace(fitted, stats={**fitted.stats, **fused, **held_fit})
+                if held_fit:
+                    log.info("avatar: held-out PSNR fusion %.2f -> fitted %.2f dB",
+                             held_out.get("holdout_psnr", float("nan")), held_fit.get("holdout_psnr", float("nan")))
     log.info("avatar: %s", {k: v for k, v in avatar.stats.items() if isinstance(v, float)})
     if logger is not None:
         logger.log_scalars({f"avatar/{k}": v for k, v in avatar.stats.items() if isinstance(v, float)})
         v, f = avatar.mesh.verts, avatar.mesh.faces
         cam = front_camera(v.numpy(), 384)
-        img_c, _ = render_mesh(v, f, cam, avatar.mesh.colors)
+        img_c, _ = render_mesh(v, f, cam, avatar.render_colors())
         img_n, _ = render_mesh(v, f, cam, shading="normals")
         logger.log_image("avatar/canonical", np.concatenate([img_c, img_n], 1))
         logger.log_mesh("avatar/canonical_mesh", v, f)

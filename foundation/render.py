@@ -26,6 +26,7 @@ import torch
 from foundation.camera import Camera
 from foundation.geometry.normals import face_normals, vertex_normals
 from foundation.geometry.raycast import RayHits, raycast
+from foundation.texture import UVTexture, sample_texture
 
 __all__ = ["SHADINGS", "LIGHT_DIR", "HEADLIGHT", "render_mesh", "render_hits", "shade_hits", "normals_to_rgb",
            "front_camera"]
@@ -61,6 +62,15 @@ def _interp(values: torch.Tensor, faces: torch.Tensor, hits: RayHits) -> torch.T
     """(K, C) barycentric interpolation of per-vertex ``values`` (V, C) at the K hit pixels (row-major)."""
     fi = hits.face_idx[hits.mask]
     return (values[faces[fi]] * hits.bary[hits.mask][..., None]).sum(1)
+
+
+def _albedo(colors, faces: torch.Tensor, hits: RayHits, device) -> torch.Tensor:
+    """(K, 3) colours at the hits: per-vertex colours interpolated, or a :class:`UVTexture` sampled."""
+    if isinstance(colors, UVTexture):
+        fi = hits.face_idx[hits.mask]
+        uv = (colors.face_uvs.to(device)[fi] * hits.bary[hits.mask][..., None]).sum(1)
+        return sample_texture(torch.as_tensor(colors.image).to(device).float(), uv)
+    return _interp(torch.as_tensor(colors).to(device).float(), faces, hits)
 
 
 def _normal_colors(n):
@@ -136,7 +146,7 @@ def shade_hits(verts: torch.Tensor, faces: torch.Tensor, hits: RayHits, colors: 
     if colors is None:
         albedo = torch.full((K, 3), white, device=verts.device)
     else:
-        albedo = _interp(torch.as_tensor(colors).to(verts.device).float(), faces, hits)
+        albedo = _albedo(colors, faces, hits, verts.device)
     if shading == "flat":
         return albedo
     if smooth:
@@ -174,8 +184,8 @@ def render_mesh(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, colors
         verts: (V, 3) world metres; faces: (F, 3) long (counter-clockwise seen from outside).
         camera: the view (its H x W is the output size).
         colors: (V, 3) per-vertex colours: uint8 (shaded as floats in [0, 255]) or float in
-            [0, 1] (shaded in [0, 1]; the same image up to float rounding); torch or numpy. None:
-            grey (uint8 180).
+            [0, 1] (shaded in [0, 1]; the same image up to float rounding); torch or numpy; or a
+            :class:`foundation.texture.UVTexture` (bilinear texture lookups). None: grey (uint8 180).
         shading: ``"lambert"``, ``"flat"`` (colours only, for image metrics against the input
             frames) or ``"normals"`` (world normals as RGB ``(n + 1) / 2``).
         background: what pixels show where the mesh does not cover them: an RGB triple in
@@ -192,8 +202,10 @@ def render_mesh(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, colors
     _check_shading(shading, "render_mesh")
     if colors is None:
         colors = torch.full((verts.shape[-2], 3), GREY, dtype=torch.uint8)
-    colors = torch.as_tensor(colors)
-    white = 1.0 if colors.is_floating_point() else 255.0
+    if not isinstance(colors, UVTexture):
+        colors = torch.as_tensor(colors)
+    white = 1.0 if torch.as_tensor(colors.image if isinstance(colors, UVTexture) else colors).is_floating_point() \
+        else 255.0
     verts = verts.float()
     faces = faces.long()
     hits = render_hits(verts, faces, camera, ssaa=ssaa)

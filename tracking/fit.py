@@ -251,26 +251,45 @@ def fit_clip(targets: FitTargets, body: BodyModel, cfg: FitConfig = FitConfig(),
         return _fit_clip(targets, body, cfg, camera)
 
 
-def _global_stage(p: Problem, fb: FitBody, cfg: FitConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage 1: (T, 3, 3) orientation and (T, 3) translation of the body at rest, yaw hypotheses + Viterbi."""
-    T, cam = p.T, p.cam
+def _global_stage(p: Problem, fb: FitBody, cfg: FitConfig, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 1: (T, 3, 3) orientation and (T, 3) translation of the body at rest, yaw hypotheses + Viterbi.
+
+    Each frame's hypotheses are independent until the Viterbi pass, so they are optimised ``chunk`` frames at
+    a time (memory bounded in the clip length; Adam is invariant to the loss's per-chunk scale).
+    """
+    T = p.T
     rest_j = fb.rest(fb.beta0)[0]
     transl0 = initial_transl(p, torch.zeros(55, 3).index_copy(0, torch.tensor(fb.joints), rest_j),
                              cfg.body_height_m)
+    Rs, ts, cs = [], [], []
+    for s in range(0, T, chunk):
+        R, t, c = _global_chunk(p, fb, cfg, transl0, slice(s, min(s + chunk, T)))
+        Rs.append(R), ts.append(t), cs.append(c)
+    R, transl, c = torch.cat(Rs, 1), torch.cat(ts, 1), np.concatenate(cs, 0)  # (H, T, 3, 3), (H, T, 3), (T, H)
+    choice = viterbi(c, R.transpose(0, 1), cfg.yaw_switch_cost)
+    tt = torch.arange(T)
+    return R[choice, tt].clone(), transl[choice, tt].clone()
+
+
+def _global_chunk(p: Problem, fb: FitBody, cfg: FitConfig, transl0: torch.Tensor, sl: slice):
+    """Stage 1 on frames ``sl``: (H, t, 3, 3) rotations, (H, t, 3) translations, (t, H) costs per hypothesis."""
+    cam = p.cam
+    uv, w = p.uv[sl], p.w[sl]
+    T = uv.shape[0]
     nh = cfg.num_yaw
     R0 = torch.stack([yaw_rotation(2 * math.pi * k / nh) for k in range(nh)]).repeat_interleave(T, 0)  # (H*T, 3, 3)
     delta = torch.zeros(nh * T, 3, requires_grad=True)
-    transl = transl0.repeat(nh, 1).clone().requires_grad_(True)
+    transl = transl0[sl].repeat(nh, 1).clone().requires_grad_(True)
     zero_pose = torch.eye(3).expand(nh * T, 21, 3, 3)
     betas0 = fb.beta0.clone()
     use = torch.tensor([k[4] in GLOBAL_GROUPS for k in KEYPOINTS], dtype=torch.float32)
-    w1 = (p.w * use).repeat(nh, 1)
-    uv1 = p.uv.repeat(nh, 1, 1)
+    w1 = (w * use).repeat(nh, 1)
+    uv1 = uv.repeat(nh, 1, 1)
     # feet: heel -> toe vectors (at rest they point where the body faces, whatever the legs do)
     heel = [KEYPOINT_NAMES.index(f"{s}_heel") for s in ("left", "right")]
     toe = [KEYPOINT_NAMES.index(f"{s}_toe") for s in ("left", "right")]
-    foot_uv = (p.uv[:, toe] - p.uv[:, heel]).repeat(nh, 1, 1)  # (H*T, 2, 2)
-    foot_w = torch.minimum(p.w[:, toe], p.w[:, heel]).repeat(nh, 1)  # feet group weight included
+    foot_uv = (uv[:, toe] - uv[:, heel]).repeat(nh, 1, 1)  # (H*T, 2, 2)
+    foot_w = torch.minimum(w[:, toe], w[:, heel]).repeat(nh, 1)  # feet group weight included
 
     def cost():
         R = R0 @ roma.rotvec_to_rotmat(delta)
@@ -286,11 +305,8 @@ def _global_stage(p: Problem, fb: FitBody, cfg: FitConfig) -> tuple[torch.Tensor
                  lambda: {"kp_global": cost()[1].mean() * nh}, cfg.iters_global, cfg.lr_final, cfg.progress)
     with torch.no_grad():
         R, c = cost()
-        R = R.reshape(nh, T, 3, 3)
         c = c.reshape(nh, T).T.numpy() / max(cfg.robust_sigma ** 2, 1e-12)
-        choice = viterbi(c, R.transpose(0, 1), cfg.yaw_switch_cost)
-        tt = torch.arange(T)
-        return R[choice, tt].clone(), transl.detach().reshape(nh, T, 3)[choice, tt].clone()
+        return R.reshape(nh, T, 3, 3), transl.detach().reshape(nh, T, 3), c
 
 
 def _fit_clip(targets: FitTargets, body: BodyModel, cfg: FitConfig, camera: Camera | None) -> FitResult:

@@ -1,0 +1,479 @@
+"""Fit the avatar to the video itself: silhouettes over the training frames, then a texture baked from them.
+
+The ICON fusion (:mod:`avatar.stage`) gives a clothed canonical surface learned from per-frame
+reconstructions whose prior was trained on synthetic data. This step fits to the frames instead
+(analysis by synthesis):
+
+1. **Representation.** A fixed-topology canonical mesh: the body template of the avatar's shape,
+   subdivided (``subdivide`` midpoint levels: 13,718 -> 54,854 vertices on Anny), plus per-vertex offsets
+   (canonical frame, metres). Skinning weights are the body's (interpolated at the new vertices), so
+   fingers stay separate, nothing bridges the legs or the arm and torso, and the glTF skin is exact.
+   Offsets start at the fusion surface (closest point, where it lies within ``max_offset`` and faces the
+   same way) and are zero on the hands (the body's hands are better than any fused ones).
+2. **Silhouette fit.** Posed by LBS with each frame's (refined) SMPL-X pose and rendered with the tracking
+   camera at ``max_side`` px; the soft silhouette (:func:`foundation.geometry.diff_render.soft_silhouette`)
+   is compared with the person mask. Per-frame pose (global orientation, body joints) and translation
+   are refined jointly with the offsets (tracking error limits everything else), with a Laplacian on the
+   offsets, a bound on their size and a prior to the tracked pose. Frames whose mask is (nearly) empty are
+   skipped.
+3. **Texture.** A UV atlas (xatlas) and an R x R texture (``texture_size``) baked by visibility-weighted
+   robust averaging: every texel's surface point is posed in every training frame, kept where it is
+   visible (depth test against the frame's ray-cast depth), facing the camera and inside the person mask
+   away from its edge; weights ``cos(view)^2`` times a ramp from the mask edge. A first pass gives a mean;
+   per-frame colour gains (exposure / white balance, least squares against it) are divided out and a
+   second pass down-weights outliers (Gaussian in the colour residual). Texels no frame saw take the
+   fusion avatar's colours; texels outside the charts are filled by push-pull (no seams under
+   bilinear filtering).
+
+Frames: canonical = the avatar's rest (T-pose) frame; posed = world (SMPL-X) frame, metres.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from foundation.body.lbs import add_translation, axis_angle_to_matrix, forward_kinematics, skin_points
+from foundation.body.params import SMPLXParams
+from foundation.camera import Camera
+from foundation.geometry.normals import vertex_normals
+from foundation.texture import UVAtlas, push_pull_fill, texel_surface, uv_atlas
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VideoFitConfig", "FitFrame", "fit_frames", "template_mesh", "initial_offsets", "fit_geometry",
+           "bake_texture", "pose_mesh", "fit_avatar_to_video", "refit_poses"]
+
+HAND_JOINTS = tuple(range(20, 22)) + tuple(range(25, 55))  # wrists and fingers (SMPL-X order)
+
+
+@dataclass(frozen=True)
+class VideoFitConfig:
+    """Settings of the fit to the video (``avatar.video_fit.*``; see the module doc).
+
+    enabled: run it (else the avatar is the fusion avatar).  subdivide: midpoint subdivisions of the body template.
+    iters: silhouette iterations; frames_per_iter: frames rendered per iteration; max_side: fitting render
+    size (px, long side).  lr_offset (m), lr_pose (rad), lr_transl (m): Adam learning rates.
+    sigma_px: soft-silhouette blur, from ``sigma_px_start`` down to this.  w_lap: Laplacian of the offsets;
+    w_offset: size of the offsets; w_pose: refined pose vs the tracked one.  max_offset: clamp (m) of the
+    offsets.  refine_pose: optimise per-frame pose and translation.  texture_size: R of the R x R texture;
+    bake_max_side: frame size (px) the texture is baked from; min_mask_pixels: frames with fewer mask pixels
+    are skipped.  outlier_sigma: colour residual (0-1) of the robust second pass.  seed: frame sampling.
+    """
+
+    enabled: bool = True
+    subdivide: int = 1
+    iters: int = 120
+    frames_per_iter: int = 4
+    max_side: int = 320
+    lr_offset: float = 1.5e-3
+    lr_pose: float = 4e-3
+    lr_transl: float = 2e-3
+    sigma_px: float = 1.0
+    sigma_px_start: float = 2.5
+    w_lap: float = 30.0
+    w_offset: float = 0.5
+    w_pose: float = 2.0
+    max_offset: float = 0.12
+    refine_pose: bool = True
+    texture_size: int = 1024
+    bake_max_side: int = 1024
+    min_mask_pixels: int = 64
+    outlier_sigma: float = 0.12
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.subdivide < 0 or self.iters < 0 or self.frames_per_iter < 1:
+            raise ValueError("VideoFitConfig: subdivide and iters must be >= 0, frames_per_iter >= 1")
+        if self.texture_size < 16 or self.texture_size & (self.texture_size - 1):
+            raise ValueError(f"VideoFitConfig.texture_size must be a power of two >= 16, got {self.texture_size}")
+
+
+@dataclass(frozen=True)
+class FitFrame:
+    """One frame the fit looks at.
+
+    clip_frame: index into ``Tracks``.  params: (B = 1) its SMPL-X parameters (world frame).
+    camera: the tracking camera at the working size; mask: (H, W) float32 person mask at that size.
+    image: (H, W, 3) uint8 frame (None where only the silhouette is needed).
+    """
+
+    clip_frame: int
+    params: SMPLXParams
+    camera: Camera
+    mask: np.ndarray
+    image: np.ndarray | None = None
+
+
+def fit_frames(tracks, params: SMPLXParams, clip_frames: list[int], min_mask_pixels: int = 64,
+               with_images: bool = True) -> list[FitFrame]:
+    """The frames to fit: those whose mask holds at least ``min_mask_pixels`` pixels (others are logged, skipped).
+
+    Args:
+        tracks: ``Tracks``; params: (B = len(clip_frames)) parameters of the frames; clip_frames: indices.
+    """
+    out, skipped = [], []
+    for k, t in enumerate(clip_frames):
+        mask = np.asarray(tracks.masks[t], np.float32)
+        if (mask > 0.5).sum() < min_mask_pixels:
+            skipped.append(t)
+            continue
+        out.append(FitFrame(int(t), params[k], tracks.camera, mask, tracks.images[t] if with_images else None))
+    if skipped:
+        log.info("video fit: frames %s skipped (empty person mask)", skipped)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- mesh
+def template_mesh(rest_verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, levels: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The body template subdivided ``levels`` times (midpoints; weights interpolated).
+
+    Returns:
+        verts (V, 3), faces (F, 3) long, weights (V, J) rows summing to 1.
+    """
+    import trimesh
+
+    v, f, w = rest_verts.double().numpy(), faces.numpy(), weights.double().numpy()
+    for _ in range(levels):
+        v2, f2, attrs = trimesh.remesh.subdivide(v, f, vertex_attributes={"w": w})
+        v, f, w = v2, f2, attrs["w"]
+    w = w / np.maximum(w.sum(1, keepdims=True), 1e-12)
+    return torch.from_numpy(v).float(), torch.from_numpy(np.asarray(f, np.int64)), torch.from_numpy(w).float()
+
+
+def uniform_laplacian(faces: torch.Tensor, num_verts: int) -> torch.Tensor:
+    """(V, V) sparse ``I - D^-1 A`` of the mesh graph (a vertex minus the mean of its neighbours)."""
+    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = torch.cat([e, e.flip(1)]).unique(dim=0)
+    deg = torch.zeros(num_verts).index_add_(0, e[:, 0], torch.ones(len(e)))
+    vals = -1.0 / deg[e[:, 0]].clamp(min=1)
+    idx = torch.cat([e.T, torch.arange(num_verts).expand(2, -1)], 1)
+    return torch.sparse_coo_tensor(idx, torch.cat([vals, torch.ones(num_verts)]), (num_verts, num_verts),
+                                   check_invariants=False).coalesce()
+
+
+def initial_offsets(verts: torch.Tensor, faces: torch.Tensor, target_verts: torch.Tensor, target_faces: torch.Tensor,
+                    max_offset: float, frozen: torch.Tensor, smooth_iters: int = 10) -> torch.Tensor:
+    """(V, 3) offsets moving the template onto the fusion surface where that is near and faces the same way.
+
+    Args:
+        verts/faces: template (canonical); target_*: the fusion avatar's canonical mesh; frozen: (V,) bool
+            vertices kept on the body (the hands).
+    """
+    from foundation.geometry.sdf import signed_distance
+
+    cp = signed_distance(verts, target_verts.float(), target_faces.long())
+    d = cp.closest - verts
+    n = vertex_normals(verts, faces)
+    ok = (d.norm(dim=-1) < max_offset) & ((n * cp.normal).sum(-1) > 0.3) & ~frozen
+    d = torch.where(ok[:, None], d, torch.zeros_like(d))
+    L = uniform_laplacian(faces, len(verts))
+    for _ in range(smooth_iters):  # smooth, keeping the frozen vertices at zero
+        d = d - 0.5 * torch.sparse.mm(L, d)
+        d[frozen] = 0.0
+    return d
+
+
+def pose_mesh(verts: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Tensor, parents, pose: torch.Tensor,
+              transl: torch.Tensor) -> torch.Tensor:
+    """LBS of canonical vertices: (V, 3) canonical, (V, J) weights, (J, 3) rest joints, (B, J, 3) axis-angle,
+    (B, 3) translation -> (B, V, 3) world vertices (differentiable)."""
+    B = pose.shape[0]
+    _, _, T = forward_kinematics(axis_angle_to_matrix(pose), rest_joints.expand(B, -1, -1), parents)
+    return skin_points(verts.expand(B, -1, -1), weights, add_translation(T, transl))
+
+
+def _small(camera: Camera, mask: np.ndarray, max_side: int) -> tuple[Camera, torch.Tensor]:
+    s = min(1.0, max_side / max(camera.width, camera.height))
+    w, h = max(2, round(camera.width * s)), max(2, round(camera.height * s))
+    m = cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != mask.shape else mask
+    return camera.resized(w, h), torch.from_numpy(np.ascontiguousarray(m, np.float32))
+
+
+def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Tensor,
+                 parents, frames: list[FitFrame], cfg: VideoFitConfig, offsets: torch.Tensor | None = None,
+                 frozen: torch.Tensor | None = None, fit_offsets: bool = True, progress: bool = True,
+                 desc: str = "video fit") -> tuple[torch.Tensor, list[SMPLXParams], dict]:
+    """Silhouette analysis by synthesis (module doc, step 2).
+
+    Args:
+        verts, faces, weights: canonical template; rest_joints (J, 3); parents: the kinematic tree.
+        frames: what to fit; offsets: (V, 3) start (zeros if None); frozen: (V,) bool offsets kept at 0.
+        fit_offsets: optimise the offsets (False: poses only, the avatar frozen: the held-out refit).
+    Returns:
+        offsets (V, 3), the frames' refined parameters (one ``SMPLXParams`` each), a dict of final losses.
+    """
+    from foundation.geometry.diff_render import soft_silhouette
+
+    V = verts.shape[0]
+    n = len(frames)
+    if n == 0:
+        raise ValueError("fit_geometry: no frames to fit")
+    off = (offsets.clone() if offsets is not None else torch.zeros(V, 3)).requires_grad_(fit_offsets)
+    frozen = frozen if frozen is not None else torch.zeros(V, dtype=torch.bool)
+    pose0 = torch.stack([f.params.full_pose()[0].float() for f in frames])  # (n, 55, 3)
+    transl0 = torch.stack([f.params.transl[0].float() for f in frames])
+    d_pose = torch.zeros(n, 22, 3, requires_grad=cfg.refine_pose)  # global + 21 body joints
+    d_transl = torch.zeros(n, 3, requires_grad=cfg.refine_pose)
+    small = [_small(f.camera, f.mask, cfg.max_side) for f in frames]
+    L = uniform_laplacian(faces, V) if fit_offsets else None
+    groups = []
+    if fit_offsets:
+        groups.append({"params": [off], "lr": cfg.lr_offset})
+    if cfg.refine_pose:
+        groups += [{"params": [d_pose], "lr": cfg.lr_pose}, {"params": [d_transl], "lr": cfg.lr_transl}]
+    if not groups or cfg.iters == 0:
+        return off.detach(), [f.params for f in frames], {}
+    opt = torch.optim.Adam(groups)
+    rng = np.random.default_rng(cfg.seed)
+    keep = (~frozen).float()[:, None]
+    losses: dict[str, float] = {}
+    bar = tqdm(range(cfg.iters), desc=desc, leave=False, disable=not progress)
+    for it in bar:
+        a = it / max(cfg.iters - 1, 1)
+        sigma = cfg.sigma_px_start + (cfg.sigma_px - cfg.sigma_px_start) * a
+        pick = rng.choice(n, min(cfg.frames_per_iter, n), replace=False)
+        opt.zero_grad()
+        d = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset if fit_offsets else off
+        pose = pose0[pick].clone()
+        pose[:, :22] = pose[:, :22] + d_pose[pick]
+        posed = pose_mesh(verts + d, weights, rest_joints, parents, pose, transl0[pick] + d_transl[pick])
+        sil = verts.new_zeros(())
+        for k, i in enumerate(pick):
+            cam, mask = small[i]
+            s = soft_silhouette(posed[k], faces, cam, sigma_px=sigma)
+            sil = sil + (s - mask).square().sum() / mask.sum().clamp(min=1.0)
+        terms = {"silhouette": sil / len(pick)}
+        if fit_offsets:
+            terms["laplacian"] = cfg.w_lap * torch.sparse.mm(L, d).square().sum(-1).mean() * 1e2
+            terms["offset"] = cfg.w_offset * d.square().sum(-1).mean() * 1e2
+        if cfg.refine_pose:
+            terms["pose"] = cfg.w_pose * (d_pose[pick].square().sum((1, 2)).mean() + 10 * d_transl[pick].square().sum(-1).mean())
+        loss = sum(terms.values())
+        loss.backward()
+        opt.step()
+        losses = {k: float(v.detach()) for k, v in terms.items()}
+        bar.set_postfix(sil=f"{losses['silhouette']:.4f}")
+    with torch.no_grad():
+        d = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset if fit_offsets else off.detach()
+        out = []
+        for k, f in enumerate(frames):
+            p = f.params.clone()
+            p.global_orient = p.global_orient + d_pose[k : k + 1, 0].to(p.global_orient.dtype)
+            p.body_pose = p.body_pose + d_pose[k : k + 1, 1:22].to(p.body_pose.dtype)
+            p.transl = p.transl + d_transl[k : k + 1].to(p.transl.dtype)
+            out.append(p)
+    return d.detach(), out, losses
+
+
+# ---------------------------------------------------------------------------------------------- texture
+def _frame_colors(posed: torch.Tensor, faces: torch.Tensor, points: torch.Tensor, normals: torch.Tensor,
+                  frame: FitFrame, cam: Camera, image: np.ndarray, mask: np.ndarray, edge_px: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colours (K, 3) in [0, 1] and weights (K,) of posed texel points in one frame (0 weight: not seen)."""
+    from foundation.geometry.raycast import raycast
+
+    hits = raycast(posed, faces, cam)
+    depth = hits.depth
+    uv, z = cam.project(points)
+    H, W = cam.height, cam.width
+    x, y = uv[:, 0], uv[:, 1]
+    inside = (x >= 0) & (x < W - 1) & (y >= 0) & (y < H - 1) & (z > 0)
+    xi, yi = x.clamp(0, W - 1).long(), y.clamp(0, H - 1).long()
+    zr = depth[yi, xi]
+    visible = inside & hits.mask[yi, xi] & ((z - zr).abs() < 0.015)
+    view = points - torch.as_tensor(cam.center, dtype=points.dtype)
+    view = view / view.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    cos = (-(normals * view).sum(-1)).clamp(min=0)
+    # away from the mask edge: distance (px) to the outside of the person mask, as a ramp
+    m = (mask > 0.5).astype(np.uint8)
+    dist = torch.from_numpy(cv2.distanceTransform(m, cv2.DIST_L2, 3))
+    ramp = (dist[yi, xi] / edge_px).clamp(0, 1)
+    w = visible.float() * cos.square() * ramp
+    img = torch.from_numpy(image).float() / 255.0
+    col = torch.zeros(len(points), 3)
+    sel = w > 0
+    if bool(sel.any()):
+        from foundation.texture import sample_texture
+
+        col[sel] = sample_texture(img, torch.stack([x[sel] / W, y[sel] / H], -1))  # pixel centres at j + 0.5
+    return col, w
+
+
+def bake_texture(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Tensor, parents,
+                 frames: list[FitFrame], atlas: UVAtlas, cfg: VideoFitConfig, fallback: torch.Tensor,
+                 progress: bool = True) -> tuple[np.ndarray, dict]:
+    """Bake an R x R texture from the frames (module doc, step 3).
+
+    Args:
+        verts, faces, weights: the fitted canonical mesh; frames: with images and (refined) params;
+        atlas: its UV atlas; fallback: (V, 3) uint8 vertex colours for texels no frame saw.
+    Returns:
+        (R, R, 3) uint8 texture, stats (seen fraction, per-frame gains).
+    """
+    R = cfg.texture_size
+    fi, bary = texel_surface(atlas.face_uvs, R)
+    on = fi >= 0
+    tf, tb = fi[on], bary[on]  # (K,), (K, 3)
+    tri = faces[tf]  # (K, 3) mesh vertices
+    vn_c = vertex_normals(verts, faces)
+    K = len(tf)
+    pose = torch.stack([f.params.full_pose()[0].float() for f in frames])
+    transl = torch.stack([f.params.transl[0].float() for f in frames])
+    obs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for k, f in enumerate(tqdm(frames, desc="video fit: texture", leave=False, disable=not progress)):
+        with torch.no_grad():
+            posed = pose_mesh(verts, weights, rest_joints, parents, pose[k : k + 1], transl[k : k + 1])[0]
+            pn = vertex_normals(posed, faces)
+            pts = (posed[tri] * tb[..., None]).sum(1)
+            nrm = (pn[tri] * tb[..., None]).sum(1)
+            nrm = nrm / nrm.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+            s = min(1.0, cfg.bake_max_side / max(f.camera.width, f.camera.height))
+            cam = f.camera.resized(max(2, round(f.camera.width * s)), max(2, round(f.camera.height * s)))
+            img = f.image if (cam.height, cam.width) == f.image.shape[:2] else \
+                cv2.resize(f.image, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
+            mask = f.mask if (cam.height, cam.width) == f.mask.shape else \
+                cv2.resize(f.mask, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
+            col, w = _frame_colors(posed, faces, pts, nrm, f, cam, img, mask, edge_px=max(2.0, 3.0 * s * 2))
+        obs.append((col.half(), w.half()))
+    # pass 1: weighted mean
+    num, den = torch.zeros(K, 3), torch.zeros(K)
+    for col, w in obs:
+        num += col.float() * w.float()[:, None]
+        den += w.float()
+    mean = num / den.clamp(min=1e-9)[:, None]
+    # per-frame colour gains against the mean, normalised to a geometric mean of 1
+    gains = []
+    for col, w in obs:
+        wf, c = w.float(), col.float()
+        g = ((wf[:, None] * c * mean).sum(0) / (wf[:, None] * mean * mean).sum(0).clamp(min=1e-9)).clamp(0.5, 2.0)
+        gains.append(g)
+    G = torch.stack(gains)
+    G = G / G.log().mean(0).exp()
+    # pass 2: gain-corrected, outliers down-weighted
+    num.zero_(), den.zero_()
+    for (col, w), g in zip(obs, G):
+        c = col.float() / g
+        wf = w.float() * torch.exp(-0.5 * ((c - mean).norm(dim=-1) / cfg.outlier_sigma) ** 2)
+        num += c * wf[:, None]
+        den += wf
+    seen = den > 1e-3
+    tex = torch.zeros(R, R, 3)
+    vals = torch.where(seen[:, None], num / den.clamp(min=1e-9)[:, None],
+                       (fallback.float()[tri] * tb[..., None]).sum(1) / 255.0)
+    # blend towards the fallback where the evidence is thin
+    conf = (den / 0.1).clamp(0, 1)[:, None]  # one frame seen at 70 degrees off-axis is enough
+    fb = (fallback.float()[tri] * tb[..., None]).sum(1) / 255.0
+    vals = conf * vals + (1 - conf) * fb
+    tex[on] = vals
+    filled = push_pull_fill(tex.numpy(), on.numpy().astype(np.float32))
+    image = (np.clip(filled, 0, 1) * 255).round().astype(np.uint8)
+    stats = {"texels_in_charts": float(on.float().mean()), "seen_fraction": float(seen.float().mean()),
+             "gain_spread": float(G.std(0).mean())}
+    return image, stats
+
+
+def vertex_colors_from_texture(atlas: UVAtlas, image: np.ndarray, num_verts: int) -> torch.Tensor:
+    """(V, 3) uint8 colours of the mesh vertices sampled from the texture (for vertex-colour formats)."""
+    from foundation.texture import sample_texture
+
+    c = sample_texture(torch.from_numpy(image).float(), atlas.uvs)
+    out = torch.zeros(num_verts, 3)
+    cnt = torch.zeros(num_verts)
+    out.index_add_(0, atlas.vmap, c)
+    cnt.index_add_(0, atlas.vmap, torch.ones(len(atlas.vmap)))
+    return (out / cnt.clamp(min=1)[:, None]).round().clamp(0, 255).to(torch.uint8)
+
+
+def hand_vertices(weights: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """(V,) bool vertices skinned mostly to the wrists and fingers."""
+    return weights[:, list(HAND_JOINTS)].sum(1) > threshold
+
+
+def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: VideoFitConfig, progress: bool = True):
+    """The fusion avatar fitted to the training frames: a new canonical mesh, UV atlas and texture.
+
+    Args:
+        avatar: the fusion :class:`~avatar.artifact.Avatar`; tracks: ``Tracks`` (frames, masks, camera);
+        recon: ``Recon``; frames: indices into ``recon.frames`` to fit (the training frames); body: its model.
+    Returns:
+        the fitted :class:`~avatar.artifact.Avatar` (``fusion_mesh`` = the input's mesh; pose correction off:
+        the canonical mesh is no SDF level set), with ``stats["video_fit"]``.
+    """
+    import dataclasses
+
+    from avatar.extract import CanonicalMesh
+    from foundation.geometry.sdf import signed_distance
+
+    t0 = time.perf_counter()
+    verts, faces, W = template_mesh(avatar.prior_verts, body.faces.long(), avatar.prior_weights, cfg.subdivide)
+    frozen = hand_vertices(W)
+    fm = avatar.mesh
+    off0 = initial_offsets(verts, faces, fm.verts, fm.faces, cfg.max_offset, frozen)
+    params = avatar.params_for(recon.params[torch.tensor(frames)])
+    clip = [recon.frames[i].frame for i in frames]
+    ff = fit_frames(tracks, params, clip, cfg.min_mask_pixels)
+    if not ff:
+        log.warning("video fit: no training frame has a person mask; keeping the fusion avatar")
+        return avatar
+    rest_j = avatar.rest_joints(body)
+    seconds = {"setup": time.perf_counter() - t0}
+    t1 = time.perf_counter()
+    off, refined, losses = fit_geometry(verts, faces, W, rest_j, body.parents, ff, cfg, off0, frozen,
+                                        progress=progress)
+    seconds["silhouette"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    canon = verts + off
+    atlas = uv_atlas(canon, faces, cfg.texture_size)
+    cp = signed_distance(canon, fm.verts.float(), fm.faces.long())  # fusion colours for unseen texels
+    fallback = (fm.colors.float()[fm.faces[cp.face_idx]] * cp.bary[..., None]).sum(1).round().clamp(0, 255)
+    fitted = [dataclasses.replace(f, params=p) for f, p in zip(ff, refined)]
+    texture, tstats = bake_texture(canon, faces, W, rest_j, body.parents, fitted, atlas, cfg, fallback.to(torch.uint8),
+                                   progress=progress)
+    seconds["texture"] = time.perf_counter() - t1
+    mesh = CanonicalMesh(canon, faces, vertex_colors_from_texture(atlas, texture, len(canon)), W,
+                         vertex_normals(canon, faces), torch.zeros(len(canon)))
+    dpose = [float((p.full_pose()[0, :22] - f.params.full_pose()[0, :22]).norm(dim=-1).mean()) for p, f in zip(refined, ff)]
+    stats = {"frames": [f.clip_frame for f in ff], "vertices": len(canon), "losses": losses,
+             "offset_mm_median": 1000 * float(off.norm(dim=-1).median()),
+             "pose_change_deg_mean": float(np.degrees(np.mean(dpose))) if dpose else 0.0,
+             **tstats, "seconds": {k: round(v, 2) for k, v in seconds.items()},
+             "fit_seconds": round(time.perf_counter() - t0, 2)}
+    log.info("video fit: %d frames, %d vertices, silhouette loss %.4f, texture seen %.0f%%, %.1f s", len(ff),
+             len(canon), losses.get("silhouette", float("nan")), 100 * tstats["seen_fraction"], stats["fit_seconds"])
+    return dataclasses.replace(avatar, mesh=mesh, atlas=atlas, texture=texture, fusion_mesh=avatar.mesh,
+                               arch={**avatar.arch, "pose_correction": False},
+                               stats={**avatar.stats, "video_fit": stats})
+
+
+def refit_poses(avatar, body, tracks, params: SMPLXParams, clip_frames: list[int], cfg: VideoFitConfig,
+                progress: bool = False) -> tuple[list[int], SMPLXParams]:
+    """Poses refit to frames' masks with the avatar frozen (silhouette only: the held-out protocol).
+
+    Returns:
+        the clip frames that had a mask (others are dropped) and their refit parameters (B = that many).
+    """
+    ff = fit_frames(tracks, avatar.params_for(params), clip_frames, cfg.min_mask_pixels, with_images=False)
+    if not ff:
+        return [], params[:0]
+    out = []
+    rest_j = avatar.rest_joints(body)
+    for f in ff:  # one frame at a time: every frame gets the same number of steps
+        one = dataclasses_replace(cfg, frames_per_iter=1, refine_pose=True)
+        _, p, _ = fit_geometry(avatar.mesh.verts, avatar.mesh.faces, avatar.mesh.weights, rest_j, body.parents, [f],
+                               one, fit_offsets=False, progress=progress, desc="refit")
+        out.append(p[0])
+    return [f.clip_frame for f in ff], SMPLXParams.cat(out)
+
+
+def dataclasses_replace(obj, **kw):
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)

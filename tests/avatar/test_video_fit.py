@@ -1,0 +1,111 @@
+"""The fit of the avatar to the video (silhouettes, then a baked texture) on the toy subject, whose truth is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avatar.video_fit import (VideoFitConfig, bake_texture, fit_frames, fit_geometry, hand_vertices,
+                              initial_offsets, pose_mesh, template_mesh, uniform_laplacian)
+from foundation.render import render_mesh
+from foundation.texture import UVTexture, uv_atlas
+from tests.fixtures.toy import make_toy_subject, random_poses, toy_recon, toy_tracks
+
+
+@pytest.fixture(scope="module")
+def toy(anny_body):
+    body = anny_body
+    subject = make_toy_subject(body)
+    params = random_poses(body, 4, seed=5, scale=0.6)
+    recon = toy_recon(body, subject, params)
+    tracks = toy_tracks(body, subject, recon, size=128)
+    with torch.no_grad():
+        rest_j = body.rest(subject.betas)[1][0]
+    return body, subject, recon, tracks, rest_j
+
+
+def _iou(verts, faces, cam, mask):
+    _, cov = render_mesh(verts, faces, cam, shading="flat")
+    m = mask > 0.5
+    return (cov & m).sum() / max((cov | m).sum(), 1)
+
+
+def test_template_subdivision_keeps_skinning(anny_body):
+    body = anny_body
+    rest = body.rest(torch.zeros(1, body.num_betas))[0][0]
+    v, f, w = template_mesh(rest, body.faces.long(), body.lbs_weights, 1)
+    E = len(torch.cat([body.faces[:, [0, 1]], body.faces[:, [1, 2]], body.faces[:, [2, 0]]]).sort(1).values.unique(dim=0))
+    assert v.shape[0] == rest.shape[0] + E and f.shape[0] == 4 * body.faces.shape[0]
+    torch.testing.assert_close(w.sum(1), torch.ones(len(v)))
+    torch.testing.assert_close(v[: len(rest)], rest)  # old vertices stay where they were
+    L = uniform_laplacian(f, len(v))
+    assert torch.sparse.mm(L, torch.ones(len(v), 1)).abs().max() < 1e-6  # a constant has no Laplacian
+    assert hand_vertices(w).sum() > 100
+
+
+def test_silhouette_fit_grows_the_body_into_the_clothes(toy):
+    body, subject, recon, tracks, rest_j = toy
+    rest = body.rest(subject.betas)[0][0]
+    faces, W = body.faces.long(), body.lbs_weights
+    frames = fit_frames(tracks, recon.params, list(range(len(recon.frames))), with_images=False)
+    cfg = VideoFitConfig(subdivide=0, iters=60, frames_per_iter=2, max_side=128, refine_pose=False, w_lap=3.0)
+    off, _, losses = fit_geometry(rest, faces, W, rest_j, body.parents, frames, cfg, progress=False)
+    posed0 = pose_mesh(rest, W, rest_j, body.parents, recon.params.full_pose(), recon.params.transl)
+    posed1 = pose_mesh(rest + off, W, rest_j, body.parents, recon.params.full_pose(), recon.params.transl)
+    before = np.mean([_iou(posed0[k].detach(), faces, f.camera, f.mask) for k, f in enumerate(frames)])
+    after = np.mean([_iou(posed1[k].detach(), faces, f.camera, f.mask) for k, f in enumerate(frames)])
+    assert after > before + 0.02, (before, after)
+    # the offsets point outwards on the torso, as the toy's clothes do
+    from foundation.geometry.normals import vertex_normals
+
+    out = (off * vertex_normals(rest, faces)).sum(-1)
+    torso = W[:, [0, 3, 6, 9]].sum(1) > 0.5
+    assert float(out[torso].mean()) > 0.002
+
+
+def test_initial_offsets_land_on_the_fusion_surface(toy):
+    body, subject, *_ = toy
+    rest = body.rest(subject.betas)[0][0]
+    faces = body.faces.long()
+    frozen = hand_vertices(body.lbs_weights)
+    d = initial_offsets(rest, faces, subject.canonical_verts, faces, 0.12, frozen, smooth_iters=0)
+    gt = subject.canonical_verts - rest
+    moved = d.norm(dim=-1) > 0
+    assert float(moved[~frozen].float().mean()) > 0.6  # the rest: closest point on another sheet (rejected)
+    from foundation.geometry.sdf import signed_distance
+
+    on = signed_distance((rest + d)[moved], subject.canonical_verts, faces).sdf.abs()
+    assert float(on.median()) < 0.002 and float(d[frozen].abs().max()) == 0.0  # moved onto the surface
+    assert float(gt[moved].norm(dim=-1).median()) > 0.01
+
+
+def test_baked_texture_reproduces_the_frames(toy):
+    body, subject, recon, tracks, rest_j = toy
+    faces, W = body.faces.long(), body.lbs_weights
+    verts = subject.canonical_verts
+    frames = fit_frames(tracks, recon.params, list(range(len(recon.frames))))
+    atlas = uv_atlas(verts, faces, 256)
+    cfg = VideoFitConfig(texture_size=256, bake_max_side=128)
+    fallback = torch.full((len(verts), 3), 128, dtype=torch.uint8)
+    tex, stats = bake_texture(verts, faces, W, rest_j, body.parents, frames, atlas, cfg, fallback, progress=False)
+    assert tex.shape == (256, 256, 3) and tex.dtype == np.uint8 and stats["seen_fraction"] > 0.3
+    posed = pose_mesh(verts, W, rest_j, body.parents, recon.params.full_pose(), recon.params.transl)
+    err = []
+    for k, f in enumerate(frames):
+        img, cov = render_mesh(posed[k], faces, f.camera, UVTexture(atlas.face_uvs, torch.from_numpy(tex)),
+                               shading="flat", background=(0, 0, 0))
+        m = cov & (f.mask > 0.5)
+        err.append(np.abs(img[m].astype(float) - f.image[m].astype(float)).mean())
+    assert np.mean(err) < 12.0, err  # mean absolute error, 0-255 (flat colours, up to edges and texel size)
+
+
+def test_empty_mask_frames_are_skipped(toy):
+    body, subject, recon, tracks, _ = toy
+    import dataclasses
+
+    masks = tracks.masks.copy()
+    masks[1] = 0.0
+    t2 = dataclasses.replace(tracks, masks=masks)
+    frames = fit_frames(t2, recon.params, [0, 1, 2])
+    assert [f.clip_frame for f in frames] == [0, 2]

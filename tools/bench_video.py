@@ -1,0 +1,169 @@
+"""Held-out evaluation of a finished run's avatar against the video, as the video-avatar papers do it.
+
+    python tools/bench_video.py RUN_DIR [--max-side 512] [--refit-iters 60]
+
+The avatar stage holds out every 5th reconstructed frame (``avatar.holdout_every``). On each held-out
+frame the avatar is posed and rendered with the tracking camera at <= ``--max-side`` px on the long side:
+
+* ``body``: the naked fitted body (mask IoU only);
+* ``fusion``: the ICON-fusion avatar (its canonical mesh and vertex colours, LBS);
+* ``fitted``: the avatar fitted to the video (:mod:`avatar.video_fit`: textured mesh), tracked poses;
+* ``fitted_refit``: the same avatar, frozen, with each held-out pose refit to that frame's person mask
+  (silhouette only, no colour).
+
+Metrics: mask IoU of the rendered silhouette against the tracked person mask; PSNR / SSIM (and LPIPS
+when its weights are there; else null) over the person mask's bounding box, with the background zeroed
+in both images (the frame masked by the person mask, the render black off the avatar). Poses: the tracked
+ones (``Tracks.params``, with the avatar's shape).
+
+Prints a table, then one JSON line: ``{"clip", "heldout", "body": {"mask_iou"}, "fusion": {...},
+"fitted": {...}, "fitted_refit": {...}, "fit_seconds"}`` (``fitted`` / ``fitted_refit`` null for a run
+whose avatar was not fitted; ``heldout`` 0 and metrics null when the clip was too short to hold out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from avatar.artifact import Avatar  # noqa: E402
+from avatar.extract import pose_canonical_mesh  # noqa: E402
+from avatar.posing import pose_transforms  # noqa: E402
+from avatar.video_fit import VideoFitConfig, refit_poses  # noqa: E402
+from foundation.body.model import BodyModelConfig, build_body_model  # noqa: E402
+from foundation.metrics import lpips, lpips_status, psnr, ssim  # noqa: E402
+from foundation.render import render_mesh  # noqa: E402
+from recon.artifact import Recon  # noqa: E402
+from tracking.artifact import Tracks  # noqa: E402
+
+
+def frame_metrics(img: np.ndarray, cover: np.ndarray, ref: np.ndarray, mask: np.ndarray, with_color: bool) -> dict:
+    """IoU of ``cover`` vs ``mask``; PSNR/SSIM/LPIPS in the mask's box with both backgrounds zeroed."""
+    inter, union = (cover & mask).sum(), (cover | mask).sum()
+    out = {"mask_iou": float(inter / max(union, 1))}
+    if not with_color:
+        return out
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    a = (img * cover[..., None])[y0:y1, x0:x1]
+    b = (ref * mask[..., None])[y0:y1, x0:x1]
+    out["psnr"], out["ssim"] = psnr(a, b), ssim(a, b)
+    out["lpips"] = lpips(a, b) if lpips_status()[0] else None
+    return out
+
+
+def mean_metrics(rows: list[dict]) -> dict | None:
+    if not rows:
+        return None
+    keys = rows[0].keys()
+    return {k: (None if any(r[k] is None for r in rows) else round(float(np.mean([r[k] for r in rows])), 4))
+            for k in keys}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--max-side", type=int, default=512)
+    ap.add_argument("--refit-iters", type=int, default=60)
+    ap.add_argument("--save", type=Path, default=None, help="write a picture strip per held-out frame here")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    run = args.run_dir
+    tracks = Tracks.load(run / "tracking")
+    recon = Recon.load(run / "recon")
+    avatar = Avatar.load(run / "avatar")
+    from omegaconf import OmegaConf
+
+    from foundation.config import build
+
+    run_cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml")) if (run / "config.yaml").exists() else {}
+    body = build_body_model(build(BodyModelConfig, run_cfg.get("body") or {}))
+    held = [int(i) for i in avatar.stats.get("holdout_frames", [])]
+    clip = Path(tracks.video).name
+    fitted = avatar.atlas is not None
+    fit_seconds = avatar.stats.get("video_fit", {}).get("fit_seconds") if fitted else None
+    if not held:
+        print(f"{clip}: no held-out frames (the clip was too short to hold any out)")
+        print(json.dumps({"clip": clip, "heldout": 0, "body": None, "fusion": None, "fitted": None,
+                          "fitted_refit": None, "fit_seconds": fit_seconds}))
+        return
+    frames = [recon.frames[i].frame for i in held]
+    params = avatar.params_for(tracks.params[torch.tensor(frames)])
+    cam = tracks.camera
+    s = min(1.0, args.max_side / max(cam.width, cam.height))
+    cam = cam.resized(max(2, round(cam.width * s)), max(2, round(cam.height * s)))
+    fusion_mesh = avatar.fusion_mesh if fitted else avatar.mesh
+    rest_j = avatar.rest_joints(body)
+
+    def pose_fusion(p):
+        T = pose_transforms(body, p, rest_j)
+        return pose_canonical_mesh(None, fusion_mesh, p.full_pose(), T, avatar.spread, correct=False)
+
+    with torch.no_grad():
+        body_v = body(params).vertices
+        fus_v = pose_fusion(params)
+        fit_v = avatar.pose(params, body, correct=False) if fitted else None
+    refit_v = None
+    if fitted:
+        rc = dataclasses.replace(VideoFitConfig(**avatar.config.get("video_fit", {})) if avatar.config.get("video_fit")
+                                 else VideoFitConfig(), iters=args.refit_iters)
+        kept, refit = refit_poses(avatar, body, tracks, tracks.params[torch.tensor(frames)], frames, rc)
+        with torch.no_grad():
+            rv = avatar.pose(refit, body, correct=False)
+        refit_v = {t: rv[k] for k, t in enumerate(kept)}
+    rows: dict[str, list[dict]] = {"body": [], "fusion": [], "fitted": [], "fitted_refit": []}
+    strips = []
+    for k, t in enumerate(frames):
+        ref = cv2.resize(np.asarray(tracks.images[t]), (cam.width, cam.height), interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(np.asarray(tracks.masks[t], np.float32), (cam.width, cam.height),
+                          interpolation=cv2.INTER_AREA) > 0.5
+        if mask.sum() < 16:
+            continue
+        row = []
+        _, cov = render_mesh(body_v[k], body.faces, cam, shading="flat", background=(0, 0, 0))
+        rows["body"].append(frame_metrics(None, cov, ref, mask, with_color=False))
+        img, cov = render_mesh(fus_v[k], fusion_mesh.faces, cam, fusion_mesh.colors, shading="flat", background=(0, 0, 0))
+        rows["fusion"].append(frame_metrics(img, cov, ref, mask, True))
+        row += [ref * mask[..., None], img]
+        if fitted:
+            img, cov = render_mesh(fit_v[k], avatar.mesh.faces, cam, avatar.render_colors(), shading="flat",
+                                   background=(0, 0, 0))
+            rows["fitted"].append(frame_metrics(img, cov, ref, mask, True))
+            row.append(img)
+            if t in refit_v:
+                img, cov = render_mesh(refit_v[t], avatar.mesh.faces, cam, avatar.render_colors(), shading="flat",
+                                       background=(0, 0, 0))
+                rows["fitted_refit"].append(frame_metrics(img, cov, ref, mask, True))
+                row.append(img)
+        strips.append(np.concatenate(row, 1))
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
+        for k, im in enumerate(strips):
+            cv2.imwrite(str(args.save / f"heldout_{k:02d}.png"), cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
+    res = {name: mean_metrics(r) for name, r in rows.items()}
+    print(f"{clip}: {len(rows['body'])} held-out frames (clip frames {frames}), render {cam.width}x{cam.height}")
+    print(f"{'':14s}{'mask IoU':>10s}{'PSNR':>8s}{'SSIM':>8s}{'LPIPS':>8s}")
+    for name, m in res.items():
+        if m is None:
+            continue
+        f = lambda key, fmt: (fmt.format(m[key]) if m.get(key) is not None else "-")  # noqa: E731
+        print(f"{name:14s}{f('mask_iou', '{:.3f}'):>10s}{f('psnr', '{:.2f}'):>8s}{f('ssim', '{:.3f}'):>8s}"
+              f"{f('lpips', '{:.3f}'):>8s}")
+    if fit_seconds is not None:
+        print(f"fit: {fit_seconds:.0f} s")
+    print(json.dumps({"clip": clip, "heldout": len(rows["body"]), "body": res["body"], "fusion": res["fusion"],
+                      "fitted": res["fitted"], "fitted_refit": res["fitted_refit"], "fit_seconds": fit_seconds}))
+
+
+if __name__ == "__main__":
+    main()
