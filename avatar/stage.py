@@ -342,6 +342,8 @@ def run_avatar(tracks: Tracks, recon: Recon, cfg: AvatarConfig, body: BodyModel,
             fitted = fit_avatar_to_video(avatar, tracks, recon, train, body, vf, progress=True)
             if fitted is not avatar:
                 fused = {f"fusion_{k}": v for k, v in held_out.items() if k.startswith("holdout_")}
+                if "pose_correction" in held_out:
+                    fused["fusion_pose_correction"] = held_out["pose_correction"]
                 ev = dataclasses.replace(cfg.effective(), select_correction=False)
                 held_fit = evaluate_holdout(fitted, recon, tracks, held, body, ev, logger, out_dir)
                 avatar = dataclasses.replace(fitted, stats={**fitted.stats, **fused, **held_fit})

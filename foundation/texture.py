@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["UVAtlas", "UVTexture", "uv_atlas", "sample_texture", "texel_surface", "push_pull_fill",
+__all__ = ["UVAtlas", "UVTexture", "uv_atlas", "atlas_from_face_uvs", "sample_texture", "texel_surface", "push_pull_fill",
            "write_textured_obj"]
 
 
@@ -81,6 +81,18 @@ def uv_atlas(verts: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndarray,
     uvs[:, 1] = 1.0 - uvs[:, 1]  # xatlas: v up; here (and glTF): v from the top
     return UVAtlas(torch.from_numpy(np.asarray(vmap, np.int64)), torch.from_numpy(np.asarray(idx, np.int64)),
                    torch.from_numpy(uvs))
+
+
+def atlas_from_face_uvs(faces: torch.Tensor, face_uvs: torch.Tensor) -> UVAtlas:
+    """The seam-split :class:`UVAtlas` of a mesh with per-corner uvs (one atlas vertex per distinct
+    (vertex, uv) pair; uvs equal to 1e-6 count as one)."""
+    f = faces.reshape(-1).long()
+    uv = face_uvs.reshape(-1, 2).float()
+    q = torch.round(uv * 1e6).long()
+    key = torch.stack([f, q[:, 0], q[:, 1]], 1)
+    uniq, inv = key.unique(dim=0, return_inverse=True)
+    first = torch.full((len(uniq),), len(f), dtype=torch.long).scatter_reduce(0, inv, torch.arange(len(f)), "amin")
+    return UVAtlas(uniq[:, 0].clone(), inv.reshape(-1, 3), uv[first].clone())
 
 
 def sample_texture(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:

@@ -19,17 +19,25 @@ def test_run_avatar_outputs(stage_avatar):
     assert 0 < s["holdout_chamfer_cm"] < 3.0
     assert s["holdout_psnr"] > 12.0 and 0.0 < s["holdout_ssim"] <= 1.0
     assert (out / "canonical.png").exists()
+    # fitted to the video: a textured mesh on the body's topology, the fusion's metrics kept beside its own
+    assert av.atlas is not None and av.texture.shape == (128, 128, 3) and av.fusion_mesh is not None
+    assert av.mesh.verts.shape[0] == av.prior_verts.shape[0]  # tiny config: template not subdivided
+    assert "fusion_holdout_psnr" in s and s["video_fit"]["frames"] == s["train_clip_frames"]
+    assert (out / "canonical.obj").exists() and (out / "canonical_albedo.png").exists()
     assert not (out.parent / ".avatar_checkpoint").exists()  # resume state removed after success
 
 
 def test_pose_correction_selected_on_held_out_frames(stage_avatar, anny_body):
-    """The stage keeps the correction only if it did not raise the held-out Chamfer; the saved avatar
-    remembers the choice and poses with it by default."""
+    """The stage keeps the fusion's correction only if it did not raise the held-out Chamfer; the avatar fitted
+    to the video (no SDF level set) poses by LBS alone, and the saved avatar remembers its choice."""
     av, _ = stage_avatar
     s = av.stats
-    keep = s["holdout_chamfer_cm_corrected"] <= s["holdout_chamfer_cm_lbs"]
+    keep_fusion = s["fusion_holdout_chamfer_cm_corrected"] <= s["fusion_holdout_chamfer_cm_lbs"]
+    assert s["fusion_pose_correction"] is keep_fusion
+    assert s["fusion_holdout_chamfer_cm"] == min(s["fusion_holdout_chamfer_cm_corrected"],
+                                                 s["fusion_holdout_chamfer_cm_lbs"])
+    keep = False
     assert s["pose_correction"] is keep and av.arch["pose_correction"] is keep
-    assert s["holdout_chamfer_cm"] == min(s["holdout_chamfer_cm_corrected"], s["holdout_chamfer_cm_lbs"])
     p = random_poses(anny_body, 2, seed=9)
     torch.testing.assert_close(av.pose(p, anny_body), av.pose(p, anny_body, correct=keep))
     av.arch["pose_correction"] = not keep
@@ -62,7 +70,17 @@ def test_run_animation(stage_avatar, anny_body, tmp_path):
     assert len(js["skins"][0]["joints"]) == 55
     assert js["accessors"][js["animations"][0]["samplers"][0]["input"]]["count"] == 6
     scene = trimesh.load(back.path("glb"))
-    assert sum(len(g.vertices) for g in scene.geometry.values()) == back.num_vertices
+    assert sum(len(g.vertices) for g in scene.geometry.values()) == len(av.atlas.vmap)  # seams split
+    prim = js["meshes"][0]["primitives"][0]
+    assert {"POSITION", "NORMAL", "TEXCOORD_0", "JOINTS_0", "WEIGHTS_0"} <= set(prim["attributes"])
+    pbr = js["materials"][prim["material"]]["pbrMetallicRoughness"]
+    assert pbr["metallicFactor"] == 0.0 and js["images"][pbr["baseColorTexture"]["index"]]["mimeType"] == "image/png"
+    from tests.fixtures.gltf_validator import khronos_report
+
+    report = khronos_report(back.path("glb"))
+    if isinstance(report, str):
+        pytest.skip(report)
+    assert report["errors"] == 0, report["messages"]
     assert back.path("video").stat().st_size > 0
     from foundation.io.video import read_video
 

@@ -34,7 +34,31 @@ def _iou(verts, faces, cam, mask):
 def test_template_subdivision_keeps_skinning(anny_body):
     body = anny_body
     rest = body.rest(torch.zeros(1, body.num_betas))[0][0]
-    v, f, w = template_mesh(rest, body.faces.long(), body.lbs_weights, 1)
+    from foundation.texture import atlas_from_face_uvs
+
+    base = uv_atlas(rest, body.faces.long(), 256)
+    v, f, w, fu = template_mesh(rest, body.faces.long(), body.lbs_weights, 1, base.face_uvs)
+    # the coarse atlas carried over: every fine face's uvs are an affine image of its 3D corners' parent face
+    at = atlas_from_face_uvs(f, fu)
+    assert at.faces.shape == f.shape and torch.equal(at.vmap[at.faces], f)
+    torch.testing.assert_close(at.face_uvs, fu)
+    par = torch.arange(len(f)) // 4  # fine face -> coarse face
+    cb = base.face_uvs[par]  # (F', 3, 2) coarse corner uvs
+    # barycentric coordinates of each fine corner in its coarse face, from 3D and from uv, agree
+    P = rest[body.faces[par]]  # (F', 3, 3)
+    def bary(x, tri):
+        a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+        v0, v1, v2 = b - a, c - a, x - a
+        d00, d01, d11 = (v0 * v0).sum(-1), (v0 * v1).sum(-1), (v1 * v1).sum(-1)
+        d20, d21 = (v2 * v0).sum(-1), (v2 * v1).sum(-1)
+        den = d00 * d11 - d01 * d01
+        return (d11 * d20 - d01 * d21) / den, (d00 * d21 - d01 * d20) / den
+    for k in range(3):
+        b3, buv = bary(v[f[:, k]], P), bary(fu[:, k], cb)
+        ok = torch.isfinite(b3[0]) & torch.isfinite(buv[0])  # (a few degenerate template faces)
+        assert ok.float().mean() > 0.99
+        torch.testing.assert_close(b3[0][ok], buv[0][ok], atol=1e-3, rtol=0)
+        torch.testing.assert_close(b3[1][ok], buv[1][ok], atol=1e-3, rtol=0)
     E = len(torch.cat([body.faces[:, [0, 1]], body.faces[:, [1, 2]], body.faces[:, [2, 0]]]).sort(1).values.unique(dim=0))
     assert v.shape[0] == rest.shape[0] + E and f.shape[0] == 4 * body.faces.shape[0]
     torch.testing.assert_close(w.sum(1), torch.ones(len(v)))
