@@ -234,7 +234,10 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     n = len(frames)
     if n == 0:
         raise ValueError("fit_geometry: no frames to fit")
-    off = (offsets.clone() if offsets is not None else torch.zeros(V, 3)).requires_grad_(fit_offsets)
+    off = torch.zeros(V, 3) if offsets is None else offsets.clone()
+    if fit_offsets:  # the offsets are tanh-bounded: start from the preimage of the given ones
+        off = cfg.max_offset * torch.atanh((off / cfg.max_offset).clamp(-0.99, 0.99))
+    off.requires_grad_(fit_offsets)
     frozen = frozen if frozen is not None else torch.zeros(V, dtype=torch.bool)
     pose0 = torch.stack([f.params.full_pose()[0].float() for f in frames])  # (n, 55, 3)
     transl0 = torch.stack([f.params.transl[0].float() for f in frames])
