@@ -70,12 +70,68 @@ def mean_metrics(rows: list[dict]) -> dict | None:
             for k in keys}
 
 
+def pixelate(img: np.ndarray, cx: float, cy: float, r: float, block: int = 6) -> np.ndarray:
+    """``img`` with the square of half-side ``r`` around (cx, cy) pixelated (faces of real people)."""
+    out = img.copy()
+    H, W = img.shape[:2]
+    x0, x1 = int(max(cx - r, 0)), int(min(cx + r, W))
+    y0, y1 = int(max(cy - r, 0)), int(min(cy + r, H))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return out
+    roi = out[y0:y1, x0:x1]
+    small = cv2.resize(roi, (max(1, (x1 - x0) // block), max(1, (y1 - y0) // block)), interpolation=cv2.INTER_AREA)
+    out[y0:y1, x0:x1] = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    return out
+
+
+def write_picture(path: Path, pics, avatar: Avatar, body, count: int = 3) -> None:
+    """Held-out frames (frame | fusion | fitted | refit), person-cropped, faces pixelated; then the textured
+    canonical avatar front and back with a headlight (faces pixelated too)."""
+    from foundation.render import HEADLIGHT, front_camera
+
+    pick = np.unique(np.linspace(0, len(pics) - 1, min(count, len(pics))).round().astype(int))
+    rows = []
+    for i in pick:
+        panels, mask, (hx, hy) = pics[i]
+        ys, xs = np.nonzero(mask)
+        h = ys.max() - ys.min()
+        y0, y1 = max(ys.min() - h // 20, 0), min(ys.max() + h // 20, mask.shape[0])
+        cx = (xs.min() + xs.max()) // 2
+        half = int(0.3 * (y1 - y0))
+        x0, x1 = max(cx - half, 0), min(cx + half, mask.shape[1])
+        r = 0.07 * h
+        rows.append(np.concatenate([pixelate(p, hx, hy, r)[y0:y1, x0:x1] for p in panels], 1))
+    width = min(r.shape[1] for r in rows)
+    height = rows[0].shape[0]
+    rows = [cv2.resize(r, (width, round(r.shape[0] * width / r.shape[1]))) for r in rows]
+    strip = np.concatenate(rows, 0)
+    v, f = avatar.mesh.verts, avatar.mesh.faces
+    views = []
+    for yaw in (0.0, np.pi):
+        c, s_ = np.cos(yaw), np.sin(yaw)
+        R = torch.tensor([[c, 0, s_], [0, 1, 0], [-s_, 0, c]], dtype=torch.float32)
+        vv = v @ R.T
+        cam = front_camera(vv.numpy(), strip.shape[0])
+        img, _ = render_mesh(vv, f, cam, avatar.render_colors(), light=HEADLIGHT, ambient=0.45, background=(255, 255, 255))
+        if yaw == 0.0:
+            head = cam.project(body.rest(avatar.betas.float())[1][0, 15][None])[0][0].numpy()
+            img = pixelate(img, head[0], head[1], 0.06 * strip.shape[0])
+        ys, xs = np.nonzero((img < 250).any(-1))
+        views.append(img[:, max(xs.min() - 10, 0): xs.max() + 10])
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate([strip] + views, 1), cv2.COLOR_RGB2BGR))
+    print(f"picture: {path}")
+    _ = height
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--refit-iters", type=int, default=60)
     ap.add_argument("--save", type=Path, default=None, help="write a picture strip per held-out frame here")
+    ap.add_argument("--picture", type=Path, default=None,
+                    help="write one picture (3 held-out frames: frame | fusion | fitted | refit, cropped to the "
+                         "person, faces pixelated) and a viewer-like render of the textured avatar beside it")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     run = args.run_dir
@@ -122,7 +178,9 @@ def main() -> None:
             rv = avatar.pose(refit, body, correct=False)
         refit_v = {t: rv[k] for k, t in enumerate(kept)}
     rows: dict[str, list[dict]] = {"body": [], "fusion": [], "fitted": [], "fitted_refit": []}
-    strips = []
+    strips, pics = [], []
+    with torch.no_grad():
+        heads, _ = cam.project(body(params).joints[:, 15])  # head joint: where faces get pixelated
     for k, t in enumerate(frames):
         ref = cv2.resize(np.asarray(tracks.images[t]), (cam.width, cam.height), interpolation=cv2.INTER_AREA)
         mask = cv2.resize(np.asarray(tracks.masks[t], np.float32), (cam.width, cam.height),
@@ -146,10 +204,13 @@ def main() -> None:
                 rows["fitted_refit"].append(frame_metrics(img, cov, ref, mask, True))
                 row.append(img)
         strips.append(np.concatenate(row, 1))
+        pics.append((row, mask, heads[k].numpy()))
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         for k, im in enumerate(strips):
             cv2.imwrite(str(args.save / f"heldout_{k:02d}.png"), cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
+    if args.picture and pics:
+        write_picture(args.picture, pics, avatar, body)
     res = {name: mean_metrics(r) for name, r in rows.items()}
     print(f"{clip}: {len(rows['body'])} held-out frames (clip frames {frames}), render {cam.width}x{cam.height}")
     print(f"{'':14s}{'mask IoU':>10s}{'PSNR':>8s}{'SSIM':>8s}{'LPIPS':>8s}")
