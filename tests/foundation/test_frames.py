@@ -122,19 +122,9 @@ def test_video_writer_streams_and_is_atomic(tmp_path):
 
 def test_decode_failure_midway_names_the_frame(tmp_path):
     """Frames that stop decoding partway: an error naming where, never a silently shorter clip."""
-    av = pytest.importorskip("av")
-    path = tmp_path / "cut.mp4"
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
-        s = out.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
-        for _ in range(60):
-            for p in s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 64, 3), np.uint8), format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    from tests.fixtures.clips import cut_faststart_clip
+
+    path = cut_faststart_clip(tmp_path / "cut.mp4", 60, keep=0.5)
     stream = stream_video(path)
     with pytest.raises(VideoError, match=r"frame \d+") as e:
         for _ in stream:

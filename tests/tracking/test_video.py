@@ -127,19 +127,9 @@ def test_corrupt_file(tmp_path, clip_path, kind):
 
 def test_truncated_faststart(tmp_path):
     """moov atom first: the header survives the cut, the frames do not."""
-    av = pytest.importorskip("av")
-    path = tmp_path / "fs.mp4"
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
-        s = out.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
-        for _ in range(40):
-            for p in s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 64, 3), np.uint8), format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 3])
+    from tests.fixtures.clips import cut_faststart_clip
+
+    path = cut_faststart_clip(tmp_path / "fs.mp4", 40, keep=1 / 3)
     with pytest.raises(VideoError, match="truncated"):
         read_video(path)
 
