@@ -64,7 +64,9 @@ class VideoFitConfig:
     w_offset: size of the offsets; w_pose: refined pose vs the tracked one.  max_offset: clamp (m) of the
     offsets.  refine_pose: optimise per-frame pose and translation.  texture_size: R of the R x R texture;
     bake_max_side: frame size (px) the texture is baked from; min_mask_pixels: frames with fewer mask pixels
-    are skipped.  outlier_sigma: colour residual (0-1) of the robust second pass.  seed: frame sampling.
+    are skipped.  outlier_sigma: colour residual (0-1) of the robust second pass.  init_smooth_iters: Laplacian
+    smoothing steps of the offsets taken from the fusion surface (its marching-cubes noise would crease the
+    mesh).  seed: frame sampling.
     """
 
     enabled: bool = True
@@ -86,6 +88,7 @@ class VideoFitConfig:
     bake_max_side: int = 1024
     min_mask_pixels: int = 64
     outlier_sigma: float = 0.12
+    init_smooth_iters: int = 40
     seed: int = 0
 
     def __post_init__(self):
@@ -178,8 +181,10 @@ def uniform_laplacian(faces: torch.Tensor, num_verts: int) -> torch.Tensor:
 
 
 def initial_offsets(verts: torch.Tensor, faces: torch.Tensor, target_verts: torch.Tensor, target_faces: torch.Tensor,
-                    max_offset: float, frozen: torch.Tensor, smooth_iters: int = 10) -> torch.Tensor:
-    """(V, 3) offsets moving the template onto the fusion surface where that is near and faces the same way.
+                    max_offset: float, frozen: torch.Tensor, smooth_iters: int = 10, fill_iters: int = 100
+                    ) -> torch.Tensor:
+    """(V, 3) offsets moving the template onto the fusion surface where that is near and faces the same way;
+    elsewhere (the closest point is on another sheet, or too far) they are filled in from the neighbours.
 
     Args:
         verts/faces: template (canonical); target_*: the fusion avatar's canonical mesh; frozen: (V,) bool
@@ -193,6 +198,9 @@ def initial_offsets(verts: torch.Tensor, faces: torch.Tensor, target_verts: torc
     ok = (d.norm(dim=-1) < max_offset) & ((n * cp.normal).sum(-1) > 0.3) & ~frozen
     d = torch.where(ok[:, None], d, torch.zeros_like(d))
     L = uniform_laplacian(faces, len(verts))
+    known = ok | frozen
+    for _ in range(fill_iters):  # rejected vertices: harmonic fill from their neighbours (no steps, no creases)
+        d = torch.where(known[:, None], d, d - torch.sparse.mm(L, d))
     for _ in range(smooth_iters):  # smooth, keeping the frozen vertices at zero
         d = d - 0.5 * torch.sparse.mm(L, d)
         d[frozen] = 0.0
@@ -440,7 +448,7 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
     atlas = atlas_from_face_uvs(faces, face_uvs)
     frozen = hand_vertices(W)
     fm = avatar.mesh
-    off0 = initial_offsets(verts, faces, fm.verts, fm.faces, cfg.max_offset, frozen)
+    off0 = initial_offsets(verts, faces, fm.verts, fm.faces, cfg.max_offset, frozen, cfg.init_smooth_iters)
     params = avatar.params_for(recon.params[torch.tensor(frames)])
     clip = [recon.frames[i].frame for i in frames]
     ff = fit_frames(tracks, params, clip, cfg.min_mask_pixels)

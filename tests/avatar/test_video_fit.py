@@ -93,10 +93,14 @@ def test_initial_offsets_land_on_the_fusion_surface(toy):
     rest = body.rest(subject.betas)[0][0]
     faces = body.faces.long()
     frozen = hand_vertices(body.lbs_weights)
-    d = initial_offsets(rest, faces, subject.canonical_verts, faces, 0.12, frozen, smooth_iters=0)
+    d = initial_offsets(rest, faces, subject.canonical_verts, faces, 0.12, frozen, smooth_iters=0, fill_iters=0)
     gt = subject.canonical_verts - rest
     moved = d.norm(dim=-1) > 0
     assert float(moved[~frozen].float().mean()) > 0.6  # the rest: closest point on another sheet (rejected)
+    filled = initial_offsets(rest, faces, subject.canonical_verts, faces, 0.12, frozen, smooth_iters=0)
+    gap = ~moved & ~frozen
+    assert float(filled[gap].norm(dim=-1).median()) > 0.002  # rejected vertices filled from their neighbours
+    torch.testing.assert_close(filled[moved], d[moved])
     from foundation.geometry.sdf import signed_distance
 
     on = signed_distance((rest + d)[moved], subject.canonical_verts, faces).sdf.abs()
