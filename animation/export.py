@@ -127,6 +127,7 @@ def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors
     idx = np.argsort(-w, axis=1)[:, :k]
     wk = np.take_along_axis(w, idx, 1)
     wk = wk / np.maximum(wk.sum(1, keepdims=True), 1e-12)
+    idx = np.where(wk > 0, idx, 0)  # glTF: a joint slot with zero weight must name joint 0
     if k < 4:
         idx = np.pad(idx, ((0, 0), (0, 4 - k)))
         wk = np.pad(wk, ((0, 0), (0, 4 - k)))

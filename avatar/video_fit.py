@@ -30,6 +30,7 @@ Frames: canonical = the avatar's rest (T-pose) frame; posed = world (SMPL-X) fra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -352,7 +353,6 @@ def bake_texture(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     on = fi >= 0
     tf, tb = fi[on], bary[on]  # (K,), (K, 3)
     tri = faces[tf]  # (K, 3) mesh vertices
-    vn_c = vertex_normals(verts, faces)
     K = len(tf)
     pose = torch.stack([f.params.full_pose()[0].float() for f in frames])
     transl = torch.stack([f.params.transl[0].float() for f in frames])
@@ -436,8 +436,6 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
         the fitted :class:`~avatar.artifact.Avatar` (``fusion_mesh`` = the input's mesh; pose correction off:
         the canonical mesh is no SDF level set), with ``stats["video_fit"]``.
     """
-    import dataclasses
-
     from avatar.extract import CanonicalMesh
     from foundation.geometry.sdf import signed_distance
 
@@ -497,14 +495,9 @@ def refit_poses(avatar, body, tracks, params: SMPLXParams, clip_frames: list[int
     out = []
     rest_j = avatar.rest_joints(body)
     for f in ff:  # one frame at a time: every frame gets the same number of steps
-        one = dataclasses_replace(cfg, frames_per_iter=1, refine_pose=True)
+        one = dataclasses.replace(cfg, frames_per_iter=1, refine_pose=True)
         _, p, _ = fit_geometry(avatar.mesh.verts, avatar.mesh.faces, avatar.mesh.weights, rest_j, body.parents, [f],
                                one, fit_offsets=False, progress=progress, desc="refit")
         out.append(p[0])
     return [f.clip_frame for f in ff], SMPLXParams.cat(out)
 
-
-def dataclasses_replace(obj, **kw):
-    import dataclasses
-
-    return dataclasses.replace(obj, **kw)

@@ -102,7 +102,6 @@ def write_picture(path: Path, pics, avatar: Avatar, body, count: int = 3) -> Non
         r = 0.07 * h
         rows.append(np.concatenate([pixelate(p, hx, hy, r)[y0:y1, x0:x1] for p in panels], 1))
     width = min(r.shape[1] for r in rows)
-    height = rows[0].shape[0]
     rows = [cv2.resize(r, (width, round(r.shape[0] * width / r.shape[1]))) for r in rows]
     strip = np.concatenate(rows, 0)
     v, f = avatar.mesh.verts, avatar.mesh.faces
@@ -120,7 +119,6 @@ def write_picture(path: Path, pics, avatar: Avatar, body, count: int = 3) -> Non
         views.append(img[:, max(xs.min() - 10, 0): xs.max() + 10])
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate([strip] + views, 1), cv2.COLOR_RGB2BGR))
     print(f"picture: {path}")
-    _ = height
 
 
 def main() -> None:

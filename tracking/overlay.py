@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from foundation.camera import Camera
 from foundation.render import HEADLIGHT, render_hits, shade_hits

@@ -76,7 +76,8 @@ def test_glb_skin_and_animation_match_lbs(tmp_path, anny_body):
     assert len(js["animations"][0]["channels"]) == 56  # 55 rotations + root translation
     for t in (0, T - 1):
         got, W4, J4 = _gltf_skinned(js, binary, t)
-        W4t = torch.zeros(len(rest), 55, dtype=torch.float64).scatter_(1, torch.from_numpy(J4), torch.from_numpy(W4))
+        assert (J4[W4 == 0] == 0).all()  # glTF: zero-weight slots name joint 0 (validator rule)
+        W4t = torch.zeros(len(rest), 55, dtype=torch.float64).scatter_add_(1, torch.from_numpy(J4), torch.from_numpy(W4))
         ref = skin_points(rest[None].double(), W4t, out.joint_transforms[t : t + 1].double())[0].numpy()
         np.testing.assert_allclose(got, ref, atol=1e-4)
         full = skin_points(rest[None], W, out.joint_transforms[t : t + 1])[0].numpy()

@@ -112,6 +112,11 @@ def test_video_writer_streams_and_is_atomic(tmp_path):
         for im in _clip(4, 23, 41):  # odd sizes are padded
             out.write(im)
     assert read_video(path).images.shape == (4, 24, 42, 3)
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask  # not the 0600 of a temporary file
     with pytest.raises(ValueError, match="frame 1 is"):
         with VideoWriter(path, fps=10) as out:
             out.write(_clip(1)[0])

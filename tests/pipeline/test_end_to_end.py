@@ -89,7 +89,6 @@ def test_cli_rejects_missing_video(tmp_path):
 def test_a_frame_without_a_person_is_skipped_by_every_stage(tmp_path):
     """One blank frame in a small clip: tracking marks it invalid, recon skips it, the avatar trains on
     the frames that were reconstructed, animation finishes."""
-    import numpy as np
 
     from foundation.io.video import read_video, write_video
     from pipeline.runner import make_demo_video

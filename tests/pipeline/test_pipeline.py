@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from pipeline.config import PipelineConfig, pipeline_config, register_configs
 from pipeline.runner import resolve_run_dir, run_stage

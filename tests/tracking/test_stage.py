@@ -11,7 +11,7 @@ from foundation.body import SMPLXParams
 from tracking.artifact import Tracks
 from tracking.detect import NoPersonError
 from tracking.fit import FitConfig, default_camera
-from tracking.overlay import OverlayConfig, render_body
+from tracking.overlay import render_body
 from foundation.config import build
 from tracking.stage import DiskBudgetError, TrackingConfig, run_tracking
 from foundation.io.frames import FrameStore
