@@ -77,6 +77,9 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/bench_avatar", help="PNG renders go here")
     ap.add_argument("--save-avatar", default=None, help="also save the trained avatar into this folder")
     ap.add_argument("--load-avatar", default=None, help="skip training: evaluate this saved avatar")
+    ap.add_argument("--video-fit", action="store_true",
+                    help="with --recon: also fit the avatar to the video (avatar.video_fit; the tracking stage beside "
+                         "the recon gives frames and masks) and evaluate both, the fusion and the fitted avatar")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -123,6 +126,17 @@ def main() -> None:
     else:
         av = train_avatar(recon, cfg, body, frames=list(range(len(recon.frames))))
     train_s = time.perf_counter() - t0
+    fusion_av = None
+    if args.video_fit:
+        if not args.recon:
+            raise SystemExit("--video-fit needs --recon RUN_DIR/recon (the tracking stage beside it has the frames)")
+        from avatar.video_fit import fit_avatar_to_video
+        from tracking.artifact import Tracks
+
+        tracks = Tracks.load(Path(args.recon).parent / "tracking")
+        fusion_av = av
+        av = fit_avatar_to_video(av, tracks, recon, list(range(len(recon.frames))), body, cfg.effective().video_fit)
+        print(f"video fit: {av.stats['video_fit']['fit_seconds']:.0f} s")
     if args.save_avatar:
         av.save(args.save_avatar)
 
@@ -134,7 +148,7 @@ def main() -> None:
     with torch.no_grad():
         naked = body(held).vertices
     t1 = time.perf_counter()
-    posed = av.pose(held, body, correct=True)
+    posed = av.pose(held, body)  # the avatar's own choice (a fitted avatar: LBS)
     pose_s = time.perf_counter() - t1
     lbs_only = av.pose(held, body, correct=False)
     # the exact correction (MLP on every vertex), for reference
@@ -150,6 +164,10 @@ def main() -> None:
     meshes = [("avatar", posed, F_av), ("lbs_only", lbs_only, F_av), ("naked", naked, F_body), ("exact", exact, F_av)]
     if args.recon:
         meshes += [("raw", raw_avatar, F_av), ("naked_own", naked_own, F_body)]
+    if fusion_av is not None:  # the fusion avatar the fit started from, aligned the same way
+        fus = fusion_av.pose(held, body)
+        sc_f, tr_f = _joint_alignment(fusion_av, body, held)
+        meshes.append(("fusion", fus * sc_f + tr_f, fusion_av.mesh.faces.numpy()))
     res = {name: float(np.mean([ch(v, f, k) for k in range(len(hk))])) for name, v, f in meshes}
     corr_mm = 1000 * float((posed - lbs_only).norm(dim=-1).mean())
     tk = frames[:: max(1, len(frames) // 4)][:4]
@@ -219,6 +237,9 @@ def main() -> None:
           f"mean anchored correction {corr_mm:.2f} mm)")
     print(f"  held-out Chamfer LBS only       {res['lbs_only']:8.3f} cm   (no pose-dependent correction)")
     print(f"  held-out Chamfer naked body     {res['naked']:8.3f} cm   (baseline: GT shape)")
+    if "fusion" in res:
+        print(f"  held-out Chamfer fusion avatar  {res['fusion']:8.3f} cm   (before the fit to the video; 'avatar' is "
+              f"the fitted one)")
     if args.recon:
         print(f"  held-out Chamfer naked own body {res['naked_own']:8.3f} cm   (baseline: the avatar's tracked shape, "
               f"aligned alike)")
