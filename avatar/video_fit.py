@@ -62,7 +62,8 @@ class VideoFitConfig:
     iters: silhouette iterations; frames_per_iter: frames rendered per iteration; max_side: fitting render
     size (px, long side).  lr_offset (m), lr_pose (rad), lr_transl (m): Adam learning rates.
     sigma_px: soft-silhouette blur, from ``sigma_px_start`` down to this.  w_lap: Laplacian of the offsets;
-    w_offset: size of the offsets; w_pose: refined pose vs the tracked one.  max_offset: clamp (m) of the
+    w_offset: change of the offsets from their start (the fusion surface: silhouettes do
+    not constrain depth); w_pose: refined pose vs the tracked one.  max_offset: clamp (m) of the
     offsets.  refine_pose: optimise per-frame pose and translation.  texture_size: R of the R x R texture;
     bake_max_side: frame size (px) the texture is baked from; min_mask_pixels: frames with fewer mask pixels
     are skipped.  outlier_sigma: colour residual (0-1) of the robust second pass.  init_smooth_iters: Laplacian
@@ -264,6 +265,8 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     opt = torch.optim.Adam(groups)
     rng = np.random.default_rng(cfg.seed)
     keep = (~frozen).float()[:, None]
+    with torch.no_grad():  # where the silhouettes say nothing (towards the camera), stay at the start
+        d0 = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset if fit_offsets else off.clone()
     losses: dict[str, float] = {}
     bar = tqdm(range(cfg.iters), desc=desc, leave=False, disable=not progress)
     for it in bar:
@@ -283,7 +286,7 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         terms = {"silhouette": sil / len(pick)}
         if fit_offsets:
             terms["laplacian"] = cfg.w_lap * torch.sparse.mm(L, d).square().sum(-1).mean() * 1e2
-            terms["offset"] = cfg.w_offset * d.square().sum(-1).mean() * 1e2
+            terms["offset"] = cfg.w_offset * (d - d0).square().sum(-1).mean() * 1e2
         if cfg.refine_pose:
             terms["pose"] = cfg.w_pose * (d_pose[pick].square().sum((1, 2)).mean() + 10 * d_transl[pick].square().sum(-1).mean())
         loss = sum(terms.values())
