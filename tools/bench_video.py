@@ -84,6 +84,23 @@ def pixelate(img: np.ndarray, cx: float, cy: float, r: float, block: int = 6) ->
     return out
 
 
+def edge_stretch(avatar: Avatar, body, motion_file: Path, max_frames: int = 300) -> dict:
+    """Largest posed / rest edge length of the canonical mesh over a motion (topology check: > 3 tears)."""
+    from animation.animate import animate
+    from animation.motion_files import load_motion
+
+    m = load_motion(motion_file)
+    if len(m) > max_frames:
+        m = dataclasses.replace(m, poses=m.poses[:: len(m) // max_frames + 1], trans=m.trans[:: len(m) // max_frames + 1])
+    seq = animate(avatar, m, body)
+    f = avatar.mesh.faces
+    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).sort(1).values.unique(dim=0)
+    rest = (avatar.mesh.verts[e[:, 0]] - avatar.mesh.verts[e[:, 1]]).norm(dim=-1).clamp(min=1e-6)
+    ratio = torch.stack([(v[e[:, 0]] - v[e[:, 1]]).norm(dim=-1) / rest for v in seq.verts])  # (T, E)
+    return {"frames": len(seq), "max_stretch": round(float(ratio.max()), 2),
+            "edges_over_3x": int((ratio.max(0).values > 3).sum()), "edges": len(e)}
+
+
 def write_picture(path: Path, pics, avatar: Avatar, body, count: int = 3) -> None:
     """Held-out frames (frame | fusion | fitted | refit), person-cropped, faces pixelated; then the textured
     canonical avatar front and back with a headlight (faces pixelated too)."""
@@ -127,6 +144,8 @@ def main() -> None:
     ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--refit-iters", type=int, default=60)
     ap.add_argument("--save", type=Path, default=None, help="write a picture strip per held-out frame here")
+    ap.add_argument("--motions", type=Path, nargs="*", default=[],
+                    help="motion files to play on the avatar: prints the largest edge stretch (posed / rest length)")
     ap.add_argument("--picture", type=Path, default=None,
                     help="write one picture (3 held-out frames: frame | fusion | fitted | refit, cropped to the "
                          "person, faces pixelated) and a viewer-like render of the textured avatar beside it")
@@ -209,6 +228,8 @@ def main() -> None:
             cv2.imwrite(str(args.save / f"heldout_{k:02d}.png"), cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
     if args.picture and pics:
         write_picture(args.picture, pics, avatar, body)
+    for mf in args.motions:
+        print(f"{mf.name}: {edge_stretch(avatar, body, mf)}")
     res = {name: mean_metrics(r) for name, r in rows.items()}
     print(f"{clip}: {len(rows['body'])} held-out frames (clip frames {frames}), render {cam.width}x{cam.height}")
     print(f"{'':14s}{'mask IoU':>10s}{'PSNR':>8s}{'SSIM':>8s}{'LPIPS':>8s}")
