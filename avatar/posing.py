@@ -30,7 +30,7 @@ from avatar.fields import NUM_POSE_JOINTS, CanonicalSDF, positional_encoding
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PoseCorrector", "select_anchors", "anchor_interpolation", "pose_transforms", "skin_vertices"]
+__all__ = ["PoseCorrector", "select_anchors", "anchor_interpolation", "pose_transforms", "joint_transforms", "skin_vertices"]
 
 
 def select_anchors(verts: torch.Tensor, spacing: float) -> torch.Tensor:
@@ -113,12 +113,16 @@ def pose_transforms(body, params, rest_joints: torch.Tensor) -> torch.Tensor:
     Same as ``body(params).joint_transforms`` for a body whose rest joints (55, 3) are ``rest_joints``
     (the avatar's fixed shape), without re-building the shaped template or skinning the body mesh.
     """
+    return joint_transforms(params.full_pose().float(), params.transl.float(), rest_joints, body.parents)
+
+
+def joint_transforms(pose: torch.Tensor, transl: torch.Tensor, rest_joints: torch.Tensor, parents) -> torch.Tensor:
+    """(B, J, 4, 4) canonical -> posed transforms from (B, J, 3) local axis-angle, (B, 3) translation and
+    (J, 3) rest joints (differentiable w.r.t. ``pose`` and ``transl``)."""
     from foundation.body.lbs import add_translation, axis_angle_to_matrix, forward_kinematics
 
-    B = params.batch_size
-    rot = axis_angle_to_matrix(params.full_pose().float())
-    _, _, T = forward_kinematics(rot, rest_joints.float().expand(B, -1, -1), body.parents)
-    return add_translation(T, params.transl.float())
+    _, _, T = forward_kinematics(axis_angle_to_matrix(pose), rest_joints.float().expand(pose.shape[0], -1, -1), parents)
+    return add_translation(T, transl)
 
 
 class PoseCorrector:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from foundation.body.lbs import add_translation, axis_angle_to_matrix, forward_kinematics, skin_points
+from foundation.body.lbs import skin_points
 from foundation.body.params import SMPLXParams
 from foundation.camera import Camera
 from foundation.geometry.normals import vertex_normals
@@ -213,9 +213,9 @@ def pose_mesh(verts: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Ten
               transl: torch.Tensor) -> torch.Tensor:
     """LBS of canonical vertices: (V, 3) canonical, (V, J) weights, (J, 3) rest joints, (B, J, 3) axis-angle,
     (B, 3) translation -> (B, V, 3) world vertices (differentiable)."""
-    B = pose.shape[0]
-    _, _, T = forward_kinematics(axis_angle_to_matrix(pose), rest_joints.expand(B, -1, -1), parents)
-    return skin_points(verts.expand(B, -1, -1), weights, add_translation(T, transl))
+    from avatar.posing import joint_transforms
+
+    return skin_points(verts.expand(pose.shape[0], -1, -1), weights, joint_transforms(pose, transl, rest_joints, parents))
 
 
 def _small(camera: Camera, mask: np.ndarray, max_side: int) -> tuple[Camera, torch.Tensor]:
@@ -308,7 +308,7 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
 
 # ---------------------------------------------------------------------------------------------- texture
 def _frame_colors(posed: torch.Tensor, faces: torch.Tensor, points: torch.Tensor, normals: torch.Tensor,
-                  frame: FitFrame, cam: Camera, image: np.ndarray, mask: np.ndarray, edge_px: float
+                  cam: Camera, image: np.ndarray, mask: np.ndarray, edge_px: float
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Colours (K, 3) in [0, 1] and weights (K,) of posed texel points in one frame (0 weight: not seen)."""
     from foundation.geometry.raycast import raycast
@@ -373,7 +373,7 @@ def bake_texture(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
                 cv2.resize(f.image, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
             mask = f.mask if (cam.height, cam.width) == f.mask.shape else \
                 cv2.resize(f.mask, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
-            col, w = _frame_colors(posed, faces, pts, nrm, f, cam, img, mask, edge_px=max(2.0, 3.0 * s * 2))
+            col, w = _frame_colors(posed, faces, pts, nrm, cam, img, mask, edge_px=max(2.0, 3.0 * s * 2))
         obs.append((col.half(), w.half()))
     # pass 1: weighted mean
     num, den = torch.zeros(K, 3), torch.zeros(K)
@@ -398,11 +398,10 @@ def bake_texture(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         den += wf
     seen = den > 1e-3
     tex = torch.zeros(R, R, 3)
-    vals = torch.where(seen[:, None], num / den.clamp(min=1e-9)[:, None],
-                       (fallback.float()[tri] * tb[..., None]).sum(1) / 255.0)
+    fb = (fallback.float()[tri] * tb[..., None]).sum(1) / 255.0
+    vals = torch.where(seen[:, None], num / den.clamp(min=1e-9)[:, None], fb)
     # blend towards the fallback where the evidence is thin
     conf = (den / 0.1).clamp(0, 1)[:, None]  # one frame seen at 70 degrees off-axis is enough
-    fb = (fallback.float()[tri] * tb[..., None]).sum(1) / 255.0
     vals = conf * vals + (1 - conf) * fb
     tex[on] = vals
     filled = push_pull_fill(tex.numpy(), on.numpy().astype(np.float32))
