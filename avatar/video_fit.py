@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from foundation.body.lbs import skin_points
 from foundation.body.params import SMPLXParams
+from foundation.body.skeleton import hand_vertices
 from foundation.camera import Camera
 from foundation.geometry.normals import vertex_normals
 from foundation.texture import UVAtlas, atlas_from_face_uvs, push_pull_fill, texel_surface, uv_atlas
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 __all__ = ["VideoFitConfig", "FitFrame", "fit_frames", "template_mesh", "initial_offsets", "fit_geometry",
            "bake_texture", "pose_mesh", "fit_avatar_to_video", "refit_poses"]
 
-HAND_JOINTS = tuple(range(20, 22)) + tuple(range(25, 55))  # wrists and fingers (SMPL-X order)
 
 
 @dataclass(frozen=True)
@@ -421,11 +421,6 @@ def vertex_colors_from_texture(atlas: UVAtlas, image: np.ndarray, num_verts: int
     out.index_add_(0, atlas.vmap, c)
     cnt.index_add_(0, atlas.vmap, torch.ones(len(atlas.vmap)))
     return (out / cnt.clamp(min=1)[:, None]).round().clamp(0, 255).to(torch.uint8)
-
-
-def hand_vertices(weights: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """(V,) bool vertices skinned mostly to the wrists and fingers."""
-    return weights[:, list(HAND_JOINTS)].sum(1) > threshold
 
 
 def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: VideoFitConfig, progress: bool = True):

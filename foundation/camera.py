@@ -107,6 +107,15 @@ class Camera:
         uv = torch.stack([xy[..., 0] * self.fx + self.cx, xy[..., 1] * self.fy + self.cy], -1)
         return uv, z
 
+    def unproject(self, uv: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Pixels (..., 2) at camera depth z (...,) -> world points (..., 3); inverse of :meth:`project`."""
+        x = (uv[..., 0] - self.cx) / self.fx
+        y = (uv[..., 1] - self.cy) / self.fy
+        if not self.ortho:
+            x, y = x * z, y * z
+        R, t = self.R_t(uv.device, uv.dtype)
+        return (torch.stack([x, y, z], -1) - t) @ R
+
     def rays(self, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pixel rays through pixel centres, world frame.
 

@@ -21,7 +21,7 @@ from foundation.geometry.sdf import ClosestPoint, signed_distance
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExtractConfig", "extract_surface", "vertex_colors", "color_confidence", "largest_component"]
+__all__ = ["ExtractConfig", "extract_surface", "mesh_from_volume", "vertex_colors", "color_confidence", "largest_component"]
 
 OccFn = Callable[[torch.Tensor, ClosestPoint], torch.Tensor]
 
@@ -133,8 +133,6 @@ def extract_surface(occ_fn: OccFn, body_verts: torch.Tensor, faces: torch.Tensor
         verts (N, 3) float32 world metres, faces (M, 3) int64 (outward, counter-clockwise), and stats
         (points evaluated, network points, dense-grid equivalent).
     """
-    from skimage.measure import marching_cubes
-
     levels = int(round(np.log2(cfg.fine_res / cfg.coarse_res)))
     if cfg.coarse_res * 2**levels != cfg.fine_res or levels < 0:
         raise ValueError(f"ExtractConfig: fine_res ({cfg.fine_res}) must be coarse_res ({cfg.coarse_res}) * 2^k")
@@ -171,31 +169,53 @@ def extract_surface(occ_fn: OccFn, body_verts: torch.Tensor, faces: torch.Tensor
             n_net += n
             n_eval += idx.shape[0]
     stats = {"points_evaluated": n_eval, "network_points": n_net, "dense_equivalent": (r + 1) ** 3}
-    v = vol.numpy()
-    if cfg.smooth_sigma > 0:
-        from scipy.ndimage import gaussian_filter
-
-        v = gaussian_filter(v, cfg.smooth_sigma / step, mode="nearest")
-    if not (v.min() < 0.5 < v.max()):
+    if not (float(vol.min()) < 0.5 < float(vol.max())):
         raise RuntimeError("extract_surface: the occupancy never crosses 0.5 around the body (empty surface); "
                            "check the implicit checkpoint and the body fit")
-    # pad with empty space so the surface is closed even if it touches the cube
+    verts, tris = mesh_from_volume(vol.numpy(), lo.numpy(), step, cfg.smooth_sigma, cfg.keep_largest, cfg.smooth_iters)
+    log.debug("extract_surface: %s", stats)
+    return verts, tris, stats
+
+
+def mesh_from_volume(vol: np.ndarray, lo: np.ndarray, step: float, smooth_sigma: float = 0.0,
+                     keep_largest: bool = True, smooth_iters: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The 0.5 level set of an occupancy volume as a closed, outward-wound triangle mesh.
+
+    Args:
+        vol: (X, Y, Z) occupancy in [0, 1] sampled at ``lo + index * step`` (world metres).
+        lo: (3,) world position of ``vol[0, 0, 0]``.  step: grid spacing, metres.
+        smooth_sigma: std (metres) of a Gaussian filter of the volume first (0 = off).
+        keep_largest: keep only the connected component with the most faces.
+        smooth_iters: Taubin smoothing steps on the mesh (volume-preserving), 0 = off.
+
+    Returns:
+        verts (N, 3) float32 world, faces (M, 3) int64 (counter-clockwise seen from outside). The volume
+        is padded with empty space, so the surface is closed even where it touches the grid's faces.
+    """
+    from skimage.measure import marching_cubes
+
+    v = np.asarray(vol, np.float32)
+    if smooth_sigma > 0:
+        from scipy.ndimage import gaussian_filter
+
+        v = gaussian_filter(v, smooth_sigma / step, mode="nearest")
+    if not (v.min() < 0.5 < v.max()):
+        raise RuntimeError("mesh_from_volume: the occupancy never crosses 0.5 (empty surface)")
     v = np.pad(v, 1, constant_values=0.0)
     mv, mf, _, _ = marching_cubes(v, level=0.5, spacing=(step, step, step))
-    mv = mv - step + lo.numpy()[None]
+    mv = mv - step + np.asarray(lo, np.float64)[None]
     mf = mf[:, ::-1].copy()  # skimage winds faces clockwise seen from the low-value side: flip to outward
     verts, tris = mv.astype(np.float32), mf.astype(np.int64)
-    if cfg.keep_largest:
+    if keep_largest:
         verts, tris = largest_component(verts, tris)
-    if cfg.smooth_iters > 0 and len(tris):
+    if smooth_iters > 0 and len(tris):
         import trimesh
         from trimesh.smoothing import filter_taubin
 
         m = trimesh.Trimesh(verts, tris, process=False)
-        filter_taubin(m, lamb=0.5, nu=0.53, iterations=cfg.smooth_iters)
+        filter_taubin(m, lamb=0.5, nu=0.53, iterations=smooth_iters)
         verts = np.asarray(m.vertices, np.float32)
-    log.debug("extract_surface: %s", stats)
-    return verts, tris, stats
+    return verts, tris
 
 
 def largest_component(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ from recon.keyframes import select_keyframes
 from recon.mesh import ExtractConfig, color_confidence, extract_surface, vertex_colors
 from recon.normal_net import NormalNet, load_normal_net
 from recon.refine import RefineConfig, refine_body
+from recon.surface import SurfaceConfig, econ_surface
 from recon.views import FrameView, predict_clothed, prepare_view
 from tracking.artifact import Tracks
 
@@ -51,7 +52,12 @@ class ReconConfig:
     crop_size: ICON crop side in pixels (must match the normal net's training size).
     crop_margin: crop box = margin * projected body box.
     refine: ICON body refinement (``iters = 0`` disables it).
-    extract: coarse-to-fine surface extraction.
+    surface: how the clothed surface is built: "econ" integrates the predicted normal maps into front /
+        back depth maps (d-BiNI) and stitches them, the body filling what neither view sees
+        (:mod:`recon.surface`; follows loose garments anywhere inside the silhouette); "icon" evaluates
+        the implicit MLP on local features in a band around the body (:mod:`recon.mesh`).
+    econ: settings of the "econ" surface.
+    extract: coarse-to-fine surface extraction of the "icon" surface.
     carve_dilate_px: the occupancy is capped by the person mask (dilated by this many full-frame
         pixels) at each point's projection, so nothing grows outside the silhouette (visual-hull
         carving; loose garments far from the body stay inside the mask); negative = off.
@@ -69,6 +75,8 @@ class ReconConfig:
     crop_size: int = 128
     crop_margin: float = 1.15
     refine: RefineConfig = field(default_factory=RefineConfig)
+    surface: str = "econ"
+    econ: SurfaceConfig = field(default_factory=SurfaceConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     carve_dilate_px: int = 2
     frames: list[int] | None = None
@@ -145,15 +153,24 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
         predict_clothed(net, view)
     t1 = time.perf_counter()
 
-    carve = silhouette_carver(mask, camera, cfg.carve_dilate_px, dev) if cfg.carve_dilate_px >= 0 else None
+    if cfg.surface == "econ":
+        from foundation.body.skeleton import hand_vertices
 
-    def occ_fn(points, cp):
+        hands = [hand_vertices(body.lbs_weights, side=s) for s in ("left", "right")]
         with torch.no_grad():
-            feats, _ = point_features(points, verts, faces, view.maps, cp)
-            occ = implicit.occupancy(feats)
-            return occ if carve is None else torch.minimum(occ, carve(points))
+            v, f, estats = econ_surface(view, mask, camera, verts, faces, cfg.econ, hands)
+    elif cfg.surface == "icon":
+        carve = silhouette_carver(mask, camera, cfg.carve_dilate_px, dev) if cfg.carve_dilate_px >= 0 else None
 
-    v, f, estats = extract_surface(occ_fn, verts, faces, cfg.extract)
+        def occ_fn(points, cp):
+            with torch.no_grad():
+                feats, _ = point_features(points, verts, faces, view.maps, cp)
+                occ = implicit.occupancy(feats)
+                return occ if carve is None else torch.minimum(occ, carve(points))
+
+        v, f, estats = extract_surface(occ_fn, verts, faces, cfg.extract)
+    else:
+        raise ValueError(f"ReconConfig.surface must be 'econ' or 'icon', got {cfg.surface!r}")
     colors = vertex_colors(v, image, camera)
     t2 = time.perf_counter()
     stats.update(estats)

@@ -27,7 +27,8 @@ from synthetic.video import SyntheticVideo, VideoSpec, make_synthetic_video
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BENCHMARK_VERSION", "BenchmarkSpec", "SyntheticBenchmark", "benchmark_samples", "load_or_make_benchmark"]
+__all__ = ["BENCHMARK_VERSION", "BenchmarkSpec", "SyntheticBenchmark", "benchmark_samples", "load_or_make_benchmark",
+           "LooseSpec", "load_or_make_loose_set"]
 
 BENCHMARK_VERSION = 2
 
@@ -111,3 +112,39 @@ def load_or_make_benchmark(root: str | Path = "data/benchmark", spec: BenchmarkS
 def benchmark_samples(body: BodyModel | None = None, root: str | Path = "data/benchmark") -> list[SyntheticSample]:
     """The benchmark's recon samples (``load_or_make_benchmark(root, body=body).samples``)."""
     return load_or_make_benchmark(root, body=body).samples
+
+
+@dataclass(frozen=True)
+class LooseSpec:
+    """The fixed loose-clothing recon set: ``num_samples`` subjects, styles of
+    :data:`synthetic.garments.LOOSE_STYLES` in turn, sample seeds ``seed0 + i``."""
+
+    num_samples: int = 10
+    seed0: int = 3000
+    image_size: int = 512
+
+
+def load_or_make_loose_set(root: str | Path = "data/benchmark_loose", spec: LooseSpec = LooseSpec(),
+                           body: BodyModel | None = None) -> list[SyntheticSample]:
+    """The loose-clothing samples (long skirts, dresses, open / closed long coats, wide trousers), rendered
+    into ``root`` on first use (~3 s a sample) like :func:`load_or_make_benchmark`."""
+    import numpy as np
+
+    from synthetic.garments import LOOSE_STYLES
+    from synthetic.sample import random_subject
+
+    root = Path(root)
+    if not _done(root, spec):
+        log.info("building the loose-clothing set in %s (first use)", root)
+        body = build_body_model() if body is None else body
+        cfg = SampleConfig(image_size=spec.image_size)
+        with atomic_directory(root) as tmp, torch.no_grad():
+            for i in range(spec.num_samples):
+                style = LOOSE_STYLES[i % len(LOOSE_STYLES)]
+                subject = random_subject(np.random.default_rng([spec.seed0, i]), body.num_betas, cfg.beta_range,
+                                         loose=style)
+                s = make_synthetic_sample(spec.seed0 + i, cfg, body, subject)
+                s.save(tmp / f"sample_{i:03d}.npz")
+                log.info("loose sample %d/%d: %s, %s", i + 1, spec.num_samples, s.archetype, s.subject.outfit.describe())
+            (tmp / "DONE.json").write_text(json.dumps({"version": BENCHMARK_VERSION, "spec": asdict(spec)}, indent=1))
+    return [SyntheticSample.load(root / f"sample_{i:03d}.npz") for i in range(spec.num_samples)]

@@ -124,7 +124,11 @@ class SkirtHull:
         rz = rx * self.aspect
         r = torch.sqrt((x / rx) ** 2 + ((z - self.cz) / rz) ** 2)
         side = (r - 1.0) * rz
-        out[inside] = torch.maximum(side, torch.maximum(y - self.waist_y, self.hem_y - y))
+        d = torch.maximum(side, torch.maximum(y - self.waist_y, self.hem_y - y))
+        if self.g.neck_depth > 0:  # an open front (long coat): no hull where |x| < half-width in front
+            half = self.g.neck_depth * (0.6 + 0.8 * down)
+            d = torch.maximum(d, torch.minimum(half - x.abs(), z - self.cz))  # minus the box |x| < half, z > cz
+        out[inside] = d
         return out
 
     def contains_bbox(self) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,8 @@ import torch
 from foundation.body.skeleton import JOINT_INDEX, SMPLX_JOINT_NAMES
 
 __all__ = [
-    "Garment", "Outfit", "BodyLandmarks", "GARMENT_KINDS", "random_outfit", "joint_groups",
+    "Garment", "Outfit", "BodyLandmarks", "GARMENT_KINDS", "LOOSE_STYLES", "random_outfit", "random_loose_outfit",
+    "joint_groups",
     "garment_coverage", "garment_thickness", "smoothstep",
 ]
 
@@ -58,7 +59,8 @@ class Garment:
         hem: tops: hem height relative to the hip joints (m, negative = lower); bottoms: waist
             height above the pelvis (m).
         flare: skirts: radius growth per metre downwards; trousers: extra offset at the leg end (m).
-        neck_depth: tops: depth of the neckline in front (m); jacket: half-width of the open front (m).
+        neck_depth: tops: depth of the neckline in front (m); jacket: half-width of the open front (m);
+            skirt: half-width of an open front (m, 0 = closed; the open long coat).
         color, color2: RGB in [0, 1]; ``pattern`` one of :data:`PATTERNS` with period ``pattern_scale`` (m).
         seed: noise seed.
     """
@@ -167,6 +169,73 @@ def random_outfit(rng: np.random.Generator) -> Outfit:
                           wrinkle_amp=float(rng.uniform(0.002, 0.005)), wrinkle_freq=float(rng.uniform(6, 14)),
                           extent=float(rng.uniform(0.9, 0.97)), hem=float(rng.uniform(-0.15, -0.05)),
                           neck_depth=float(rng.uniform(0.0, 0.06)), seed=seed(), **_garment_colors(rng, skin)))
+    if rng.uniform() < 0.85:
+        gs.append(Garment("hair", thickness=float(rng.uniform(0.006, 0.025)), wrinkle_amp=float(rng.uniform(0.001, 0.004)),
+                          wrinkle_freq=float(rng.uniform(20, 40)), extent=float(rng.uniform(0.0, 1.0)),
+                          color=hair_c, color2=tuple(float(c) for c in np.clip(np.asarray(hair_c) * 1.4 + 0.03, 0, 1)),
+                          pattern="noise", pattern_scale=0.01, seed=seed()))
+    return Outfit(tuple(gs), skin, IRIS_COLORS[int(rng.integers(len(IRIS_COLORS)))],
+                  tuple(float(c) * 0.8 for c in hair_c))
+
+
+#: Loose styles of :func:`random_loose_outfit` (garments 15-40 cm from the body at their ends).
+LOOSE_STYLES = ("long_skirt", "dress", "closed_coat", "open_coat", "wide_trousers")
+
+
+def random_loose_outfit(rng: np.random.Generator, style: str | None = None) -> Outfit:
+    """A random outfit with a loose garment (one of :data:`LOOSE_STYLES`, random if None).
+
+    * long_skirt / dress: a flared skirt to the calves or ankles (hem 15-40 cm out from the legs);
+    * closed_coat / open_coat: a long coat: a jacket with long sleeves over a flared hull from the waist
+      to the knees or below, in one colour; the open one has a gap in front showing the legs;
+    * wide_trousers: trousers whose legs widen by 7-13 cm towards the ankles.
+    """
+    if style is None:
+        style = str(rng.choice(LOOSE_STYLES))
+    if style not in LOOSE_STYLES:
+        raise ValueError(f"random_loose_outfit: style must be one of {LOOSE_STYLES}, got {style!r}")
+    skin = SKIN_TONES[int(rng.integers(len(SKIN_TONES)))]
+    hair_c = HAIR_COLORS[int(rng.integers(len(HAIR_COLORS)))]
+    seed = lambda: int(rng.integers(1 << 30))  # noqa: E731
+    gs: list[Garment] = [Garment("shoes", thickness=float(rng.uniform(0.005, 0.01)), extent=float(rng.uniform(0.02, 0.09)),
+                                 wrinkle_amp=0.0005, color=_color(rng, (0.0, 0.5), (0.05, 0.8)), seed=seed())]
+    top_colors = _garment_colors(rng, skin)
+    if style in ("closed_coat", "open_coat", "wide_trousers"):
+        wide = style == "wide_trousers"
+        gs.append(Garment("trousers", thickness=float(rng.uniform(0.004, 0.008)),
+                          looseness=float(rng.uniform(0.02, 0.04)) if wide else float(rng.uniform(0.0, 0.015)),
+                          wrinkle_amp=float(rng.uniform(0.002, 0.005)), wrinkle_freq=float(rng.uniform(6, 14)),
+                          extent=float(rng.uniform(0.93, 0.98)), hem=float(rng.uniform(0.04, 0.1)),
+                          flare=float(rng.uniform(0.05, 0.09)) if wide else 0.0, seed=seed(),
+                          **_garment_colors(rng, skin)))
+    if style in ("long_skirt", "dress"):
+        skirt_colors = top_colors if style == "dress" else _garment_colors(rng, skin)
+        gs.append(Garment("skirt", thickness=float(rng.uniform(0.004, 0.008)),
+                          wrinkle_amp=float(rng.uniform(0.003, 0.008)), wrinkle_freq=float(rng.uniform(5, 10)),
+                          extent=float(rng.uniform(0.8, 1.0)), hem=float(rng.uniform(0.06, 0.12)),
+                          flare=float(rng.uniform(0.25, 0.5)), seed=seed(), **skirt_colors))
+    coat = style in ("closed_coat", "open_coat")
+    coat_colors = _garment_colors(rng, skin)
+    if coat:  # the coat's skirt: below the waist, in the coat's colour, over the trousers
+        gs.append(Garment("skirt", thickness=float(rng.uniform(0.008, 0.014)),
+                          wrinkle_amp=float(rng.uniform(0.002, 0.006)), wrinkle_freq=float(rng.uniform(5, 10)),
+                          extent=float(rng.uniform(0.5, 0.85)), hem=float(rng.uniform(0.0, 0.05)),
+                          flare=float(rng.uniform(0.15, 0.35)),
+                          neck_depth=float(rng.uniform(0.05, 0.1)) if style == "open_coat" else 0.0,
+                          seed=seed(), **coat_colors))
+    skirt_below = gs[-1].kind == "skirt" and not coat
+    gs.append(Garment(
+        "loose_shirt" if rng.uniform() < 0.5 else "tight_shirt", thickness=float(rng.uniform(0.004, 0.008)),
+        looseness=float(rng.uniform(0.005, 0.03)), wrinkle_amp=float(rng.uniform(0.001, 0.004)),
+        wrinkle_freq=float(rng.uniform(10, 25)), extent=float(rng.uniform(0.25, 0.97)),
+        hem=gs[-1].hem + float(rng.uniform(0.015, 0.03)) if skirt_below else float(rng.uniform(-0.1, 0.0)),
+        neck_depth=float(rng.uniform(0.0, 0.06)), seed=seed(), **top_colors))
+    if coat:
+        gs.append(Garment("jacket", thickness=float(rng.uniform(0.012, 0.02)), looseness=float(rng.uniform(0.01, 0.03)),
+                          wrinkle_amp=float(rng.uniform(0.002, 0.005)), wrinkle_freq=float(rng.uniform(6, 14)),
+                          extent=float(rng.uniform(0.9, 0.98)), hem=float(rng.uniform(-0.16, -0.1)),
+                          neck_depth=float(rng.uniform(0.03, 0.06)) if style == "open_coat" else 0.0,
+                          seed=seed(), **coat_colors))
     if rng.uniform() < 0.85:
         gs.append(Garment("hair", thickness=float(rng.uniform(0.006, 0.025)), wrinkle_amp=float(rng.uniform(0.001, 0.004)),
                           wrinkle_freq=float(rng.uniform(20, 40)), extent=float(rng.uniform(0.0, 1.0)),

@@ -24,7 +24,7 @@ from foundation.camera import Camera
 from foundation.geometry.sampling import sample_occupancy
 from foundation.io.atomic import atomic_save_npz
 from synthetic.clothing import ClothedMesh, build_clothed_mesh
-from synthetic.garments import Outfit, random_outfit
+from synthetic.garments import Outfit, random_loose_outfit, random_outfit
 from synthetic.poses import random_pose
 from synthetic.render import ortho_crop_camera, random_background, render_normal_maps, render_rgb
 
@@ -79,12 +79,20 @@ class Subject:
         return Subject(tuple(d["betas"]), Outfit.from_json(json.dumps(d["outfit"])))
 
 
-def random_subject(rng: np.random.Generator, num_betas: int = 10, beta_range: float = 2.0) -> Subject:
-    """Random phenotype (betas[:5] uniform in +-beta_range, age beta kept adult-ish) and outfit."""
+def random_subject(rng: np.random.Generator, num_betas: int = 10, beta_range: float = 2.0,
+                   loose: str | bool = False) -> Subject:
+    """Random phenotype (betas[:5] uniform in +-beta_range, age beta kept adult-ish) and outfit.
+
+    ``loose``: False = :func:`random_outfit`; True or a style name = :func:`random_loose_outfit`.
+    """
     b = np.zeros(num_betas)
     b[:5] = rng.uniform(-beta_range, beta_range, 5)
     b[5] = rng.uniform(-0.7, beta_range)  # age: mostly adults
-    return Subject(tuple(float(x) for x in b), random_outfit(rng))
+    if loose:
+        outfit = random_loose_outfit(rng, None if loose is True else str(loose))
+    else:
+        outfit = random_outfit(rng)
+    return Subject(tuple(float(x) for x in b), outfit)
 
 
 def clothe_subject(body: BodyModel, subject: Subject, voxel: float = 0.005) -> ClothedMesh:

@@ -2,10 +2,16 @@
 the ICON reconstruction vs the ground-truth clothed mesh, beside the naked-body baseline (the "fitted"
 body itself = GT body parameters + the same tracking-like noise as in training), and the per-frame CPU time.
 
-    python tools/bench_recon.py                       # 8 samples of synthetic.load_or_make_benchmark
-    python tools/bench_recon.py --no-refine --image docs/images/recon_benchmark.png
+    python tools/bench_recon.py --set default         # 8 samples of synthetic.load_or_make_benchmark
+    python tools/bench_recon.py --set loose           # 10 loose-clothing samples (synthetic.load_or_make_loose_set)
+    python tools/bench_recon.py --no-refine --methods icon --image docs/images/recon_benchmark.png
 
-The picture has one row per sample: input crop | predicted normals front / back | recon | GT | fitted body
+Each surface path of ``--methods`` (``recon.surface``: ``icon`` = implicit MLP in a band around the body,
+``econ`` = d-BiNI normal integration) reconstructs every sample from the same fitted body. The last line
+is one JSON object: ``{"set", "samples", "methods": {"body"|path: {"chamfer_cm", "p2s_cm", "nc"}},
+"seconds_per_frame": {path: s}}``.
+
+The picture has one row per sample: input crop | predicted normals front / back | each path | GT | fitted body
 (meshes rendered as normal maps in the crop camera).
 """
 
@@ -40,8 +46,11 @@ def _render(verts, faces, camera) -> np.ndarray:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", default=str(ROOT / "data/benchmark"), help="benchmark cache (built if missing)")
-    ap.add_argument("--n", type=int, default=8, help="number of benchmark samples")
+    ap.add_argument("--set", default="default", choices=("default", "loose"),
+                    help="default: synthetic.load_or_make_benchmark's samples; loose: synthetic.load_or_make_loose_set")
+    ap.add_argument("--root", default=None, help="set cache (built if missing; default data/benchmark or data/benchmark_loose)")
+    ap.add_argument("--methods", default="icon,econ", help="surface paths to compare (recon.surface values)")
+    ap.add_argument("--n", type=int, default=None, help="number of samples (default: all of the set)")
     ap.add_argument("--seed", type=int, default=123, help="seed of the body-fit noise")
     ap.add_argument("--no-refine", action="store_true", help="skip ICON's body refinement")
     ap.add_argument("--fine-res", type=int, default=256)
@@ -59,14 +68,17 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("warp").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
+    from dataclasses import replace
+
     from foundation.body import build_body_model
-    from synthetic import load_or_make_benchmark
+    from synthetic import load_or_make_benchmark, load_or_make_loose_set
     from recon.data import NoiseConfig, perturb_params
     from recon.mesh import ExtractConfig
     from foundation.metrics import surface_metrics
     from recon.refine import RefineConfig
     from recon.stage import ReconConfig, load_models, reconstruct_frame
 
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     body = build_body_model()
     base = ReconConfig()
     cfg = ReconConfig(normal_net_ckpt=args.normal_net, implicit_ckpt=args.implicit,
@@ -78,28 +90,38 @@ def main(argv=None) -> None:
                                                   else {"smooth_sigma": args.smooth_sigma})}),
                       refine=RefineConfig(iters=0) if args.no_refine else RefineConfig())
     net, imp = load_models(cfg)
-    bench = load_or_make_benchmark(args.root, body=body)
+    if args.set == "loose":
+        samples = load_or_make_loose_set(args.root or ROOT / "data/benchmark_loose", body=body)
+    else:
+        samples = load_or_make_benchmark(args.root or ROOT / "data/benchmark", body=body).samples
+    samples = samples[: args.n] if args.n else samples
     rng = np.random.default_rng(args.seed)
     rows, pics = [], []
-    for i, s in enumerate(bench.samples[: args.n]):
+    for i, s in enumerate(samples):
         gt = s.params[:1]
         gv, gf = np.asarray(s.clothed_verts), np.asarray(s.clothed_faces)
         fitted = perturb_params(gt, rng, NoiseConfig())
-        t0 = time.perf_counter()
-        res = reconstruct_frame(s.image, np.asarray(s.mask, np.float32), s.camera, fitted, body, net, imp, cfg)
-        v, f, view = res.verts, res.faces, res.view
-        dt = time.perf_counter() - t0
         with torch.no_grad():
             bv = body(fitted).vertices[0].numpy()
-        rec = surface_metrics(v, f, gv, gf)
-        bas = surface_metrics(bv, body.faces.numpy(), gv, gf)
-        rows.append({"sample": i, "archetype": s.archetype, "outfit": s.subject.outfit.describe(), "recon": rec,
-                     "body": bas, "seconds": dt})
-        print(f"[{i}] {s.archetype:>10s} recon chamfer {rec['chamfer_cm']:5.2f} p2s {rec['p2s_cm']:5.2f} "
-              f"nc {rec['normal_consistency']:.3f} | body chamfer {bas['chamfer_cm']:5.2f} p2s {bas['p2s_cm']:5.2f} "
-              f"nc {bas['normal_consistency']:.3f} | {dt:5.2f} s | {s.subject.outfit.describe()}", flush=True)
+        row = {"sample": i, "archetype": s.archetype, "outfit": s.subject.outfit.describe(),
+               "body": surface_metrics(bv, body.faces.numpy(), gv, gf), "seconds": {}}
+        meshes = {}
+        for m in methods:
+            torch.manual_seed(i)
+            t0 = time.perf_counter()
+            res = reconstruct_frame(s.image, np.asarray(s.mask, np.float32), s.camera, fitted, body, net, imp,
+                                    replace(cfg, surface=m))
+            row["seconds"][m] = time.perf_counter() - t0
+            row[m] = surface_metrics(res.verts, res.faces, gv, gf)
+            meshes[m] = (res.verts, res.faces, res.view)
+        rows.append(row)
+        print(f"[{i}] {s.archetype:>12s} " + " | ".join(
+            f"{k} {row[k]['chamfer_cm']:5.2f} / {row[k]['p2s_cm']:5.2f} / {row[k]['normal_consistency']:.3f}"
+            for k in ["body"] + methods) + " | " + " ".join(f"{m} {row['seconds'][m]:.1f} s" for m in methods)
+            + f" | {row['outfit']}", flush=True)
         if args.image and len(pics) < args.rows:
             S = args.pic_size
+            view = meshes[methods[0]][2]
             cam = view.box.camera.resized(S, S)  # meshes rendered sharp at the panel size
 
             def up(a: np.ndarray) -> np.ndarray:  # network-resolution maps, enlarged (nearest)
@@ -107,26 +129,30 @@ def main(argv=None) -> None:
                 return np.repeat(np.repeat(a, k, 0), k, 1)
 
             img = (view.image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
-            pics.append(np.concatenate([up(img), up(_nrm(view.maps.clothed_front)), up(_nrm(view.maps.clothed_back)),
-                                        _render(v, f, cam), _render(gv, gf, cam),
-                                        _render(bv, body.faces, cam)], 1))
-    mean = {k: {m: float(np.mean([r[k][m] for r in rows])) for m in rows[0][k]} for k in ("recon", "body")}
-    mean["seconds_per_frame"] = float(np.mean([r["seconds"] for r in rows]))
-    print(f"mean over {len(rows)} samples ({'no refinement' if args.no_refine else 'with refinement'}, "
-          f"fine_res {args.fine_res}):")
-    print(f"  recon : chamfer {mean['recon']['chamfer_cm']:.2f} cm  p2s {mean['recon']['p2s_cm']:.2f} cm  "
-          f"normal consistency {mean['recon']['normal_consistency']:.3f}")
-    print(f"  body  : chamfer {mean['body']['chamfer_cm']:.2f} cm  p2s {mean['body']['p2s_cm']:.2f} cm  "
-          f"normal consistency {mean['body']['normal_consistency']:.3f}")
-    print(f"  time  : {mean['seconds_per_frame']:.2f} s/frame (CPU, {args.threads} threads)")
+            pics.append(np.concatenate([up(img), up(_nrm(view.maps.clothed_front)), up(_nrm(view.maps.clothed_back))]
+                                       + [_render(meshes[m][0], meshes[m][1], cam) for m in methods]
+                                       + [_render(gv, gf, cam), _render(bv, body.faces, cam)], 1))
+    keys = ("chamfer_cm", "p2s_cm", "normal_consistency")
+    out = {"set": args.set, "samples": len(rows), "methods": {}, "seconds_per_frame": {}}
+    for k in ["body"] + methods:
+        mean = {m: float(np.mean([r[k][m] for r in rows])) for m in keys}
+        out["methods"][k] = {"chamfer_cm": round(mean["chamfer_cm"], 3), "p2s_cm": round(mean["p2s_cm"], 3),
+                             "nc": round(mean["normal_consistency"], 4)}
+    for m in methods:
+        out["seconds_per_frame"][m] = round(float(np.mean([r["seconds"][m] for r in rows])), 2)
+    print(f"mean over {len(rows)} samples of the {args.set} set ({'no refinement' if args.no_refine else 'with refinement'}):")
+    for k, v in out["methods"].items():
+        t = f"  {out['seconds_per_frame'][k]:.2f} s/frame" if k in out["seconds_per_frame"] else ""
+        print(f"  {k:>5s}: chamfer {v['chamfer_cm']:.2f} cm  p2s {v['p2s_cm']:.2f} cm  nc {v['nc']:.3f}{t}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "mean": mean}, indent=1))
+        Path(args.json).write_text(json.dumps({"rows": rows, "summary": out}, indent=1))
     if args.image and pics:
         import imageio.v3 as iio
 
         Path(args.image).parent.mkdir(parents=True, exist_ok=True)
         iio.imwrite(args.image, np.concatenate(pics, 0))
-        print(f"picture: input | normals front | normals back | recon | GT | fitted body -> {args.image}")
+        print(f"picture: input | normals front | normals back | {' | '.join(methods)} | GT | fitted body -> {args.image}")
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -48,10 +48,13 @@ def subject_records(job: tuple[int, int, int, int]) -> list:
     from synthetic.sample import SampleConfig, clothe_subject, make_synthetic_sample, random_subject
     from recon.data import record_from_sample
 
-    seed, j, poses, size = job
+    seed, j, poses, size = job[:4]
+    loose_every = job[4] if len(job) > 4 else 0
     body = _BODY
     cfg = SampleConfig()
-    subject = random_subject(np.random.default_rng([seed, j]), body.num_betas, cfg.beta_range)
+    # every ``loose_every``-th subject wears a loose outfit (long skirt, dress, long coat, wide trousers)
+    loose = bool(loose_every) and j % loose_every == loose_every - 1
+    subject = random_subject(np.random.default_rng([seed, j]), body.num_betas, cfg.beta_range, loose=loose)
     with torch.no_grad():
         clothed = clothe_subject(body, subject, cfg.voxel)
     out = []
@@ -62,7 +65,8 @@ def subject_records(job: tuple[int, int, int, int]) -> list:
     return out
 
 
-def load_records(n: int, size: int, seed: int, poses: int = 4, workers: int = 2, cache_dir: Path = ROOT / "data"):
+def load_records(n: int, size: int, seed: int, poses: int = 4, workers: int = 2, cache_dir: Path = ROOT / "data",
+                 loose_every: int = 0):
     """Build (or load cached) training records: ``n // poses`` subjects x ``poses`` poses, crop ``size``.
 
     Records are ordered by subject, so a prefix of the list holds whole subjects (used for validation).
@@ -71,10 +75,11 @@ def load_records(n: int, size: int, seed: int, poses: int = 4, workers: int = 2,
 
     from tqdm import tqdm
 
-    cache = cache_dir / f"recon_records_{size}_{n}_{poses}_{seed}.pt"
+    tag = f"_loose{loose_every}" if loose_every else ""
+    cache = cache_dir / f"recon_records_{size}_{n}_{poses}_{seed}{tag}.pt"
     if cache.exists():
         return torch.load(cache, weights_only=False)
-    jobs = [(seed, j, poses, size) for j in range(max(1, n // poses))]
+    jobs = [(seed, j, poses, size, loose_every) for j in range(max(1, n // poses))]
     if workers > 1:
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
             parts = list(tqdm(pool.imap(subject_records, jobs), total=len(jobs), desc="subjects"))
@@ -104,6 +109,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2, help="data-generation processes (one core each)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    ap.add_argument("--loose-every", type=int, default=0,
+                    help="every k-th subject wears a loose outfit (synthetic.garments.random_loose_outfit); 0 = none")
     ap.add_argument("--data-only", action="store_true", help="only build / cache the training records")
     ap.add_argument("--out", default=str(ROOT / "recon/checkpoints/normal_net.safetensors"))
     args = ap.parse_args(argv)
@@ -115,7 +122,7 @@ def main(argv=None) -> None:
     from recon.train import NormalTrainConfig, train_normal_net
 
     t0 = time.time()
-    recs = load_records(args.n, args.size, args.seed, args.poses, args.workers)
+    recs = load_records(args.n, args.size, args.seed, args.poses, args.workers, loose_every=args.loose_every)
     if args.data_only:
         print(f"{len(recs)} records in {time.time() - t0:.1f} s")
         return

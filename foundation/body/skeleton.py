@@ -71,3 +71,18 @@ def fold_to_ancestor(parents, mapped: dict) -> list:
             a = parents[a]
         out.append(mapped[a])
     return out
+
+#: Joints of each hand (wrist + 15 finger joints), SMPL-X order.
+LEFT_HAND_JOINTS: tuple[int, ...] = (JOINT_INDEX["left_wrist"],) + tuple(range(25, 40))
+RIGHT_HAND_JOINTS: tuple[int, ...] = (JOINT_INDEX["right_wrist"],) + tuple(range(40, 55))
+HAND_JOINTS: tuple[int, ...] = LEFT_HAND_JOINTS + RIGHT_HAND_JOINTS
+
+
+def hand_vertices(weights, threshold: float = 0.5, side: str | None = None):
+    """(V,) bool: vertices skinned mostly (> ``threshold``) to a hand's wrist and fingers.
+
+    Args:
+        weights: (V, 55) skinning weights (torch tensor).  side: "left", "right" or None (both hands).
+    """
+    joints = {"left": LEFT_HAND_JOINTS, "right": RIGHT_HAND_JOINTS, None: HAND_JOINTS}[side]
+    return weights[:, list(joints)].sum(1) > threshold

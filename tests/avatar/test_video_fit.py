@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.video_fit import (VideoFitConfig, bake_texture, fit_frames, fit_geometry, hand_vertices,
+from foundation.body.skeleton import hand_vertices
+from avatar.video_fit import (VideoFitConfig, bake_texture, fit_frames, fit_geometry,
                               initial_offsets, pose_mesh, template_mesh, uniform_laplacian)
 from foundation.render import render_mesh
 from foundation.texture import UVTexture, uv_atlas

@@ -1,0 +1,225 @@
+"""ECON-style clothed surface of one frame: d-BiNI depth maps stitched into one watertight mesh.
+
+``recon.surface = "econ"`` (the alternative to ICON's implicit function, ``"icon"``). Per frame:
+
+1. the predicted clothed normal maps (front / back) are resampled to ``integration.resolution`` px in the
+   ICON crop, the person mask is cropped at that size from the full frame;
+2. :func:`recon.normal_integration.integrate_normals` turns them into front / back depth maps, with the
+   refined body's depth as a soft prior and front = back on the silhouette;
+3. the two maps are stitched as an occupancy volume: a point is inside where its pixel is in the person
+   mask and it lies between the front and the back depth. Along rays that cross the body, only the
+   layers between the clothed front and the body's first entry, and between the body's last exit and
+   the clothed back, are filled from the maps; in between (behind an arm, between the legs) the body
+   itself decides (ECON_EX: what neither view sees comes from the body), so an arm in front of the torso
+   is not bridged to it;
+4. the hands are replaced by the body's (the normals are unreliable there at this resolution, as ECON);
+5. marching cubes of the volume (:func:`recon.mesh.mesh_from_volume`), the largest component, Taubin smoothing.
+
+Nothing limits the surface to a band around the body: a skirt's hem or a coat's tail goes where the
+normals and the silhouette put it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from foundation.camera import Camera
+from recon.crop import CropBox, crop_image
+from recon.normal_integration import DepthMaps, IntegrationConfig, integrate_normals
+
+__all__ = ["SurfaceConfig", "econ_surface", "depth_volume", "resample_normals"]
+
+
+@dataclass(frozen=True)
+class SurfaceConfig:
+    """The ``econ`` surface (``recon.econ.*``).
+
+    integration: d-BiNI settings (:class:`recon.normal_integration.IntegrationConfig`).
+    voxel: grid spacing of the stitched volume, metres.
+    smooth_sigma: Gaussian filter of the volume (metres) before marching cubes; smooth_iters: Taubin steps.
+    hands: "body" replaces the hands by the body's; "maps" keeps what the maps give.
+    hand_radius: metres around the body's hands that the body replaces.
+    mask_dilate_px: the person mask is dilated by this many integration pixels first (0 = off).
+    """
+
+    integration: IntegrationConfig = field(default_factory=IntegrationConfig)
+    voxel: float = 0.006
+    smooth_sigma: float = 0.006
+    smooth_iters: int = 10
+    hands: str = "body"
+    hand_radius: float = 0.03
+    mask_dilate_px: int = 0
+
+
+def resample_normals(normals: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, S, S) normal map (zero off the surface) -> (3, size, size) unit normals, bilinear.
+
+    Normals are averaged with their validity as weights (a normalised convolution), so the zeros off the
+    surface do not shrink the vectors at the silhouette; pixels with no valid neighbour stay zero.
+    """
+    n = normals.float()[None]
+    valid = (n.norm(dim=1, keepdim=True) > 1e-6).float()
+    up = F.interpolate(n, size=(size, size), mode="bilinear", align_corners=False)[0]
+    w = F.interpolate(valid, size=(size, size), mode="bilinear", align_corners=False)[0]
+    up = up / w.clamp(min=1e-6)
+    return up / up.norm(dim=0, keepdim=True).clamp(min=1e-6) * (w > 1e-3).float()
+
+
+def _fill_nearest(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(H, W) values copied from the nearest valid pixel where not ``valid``."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not bool(valid.any()):
+        return values
+    _, (iy, ix) = distance_transform_edt(~valid.cpu().numpy(), return_indices=True)
+    return values[torch.as_tensor(iy, device=values.device), torch.as_tensor(ix, device=values.device)]
+
+
+def _sample(maps: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) maps at (N, 2) pixel positions, bilinear, border-clamped: (N, C)."""
+    C, H, W = maps.shape
+    g = torch.stack([uv[:, 0] / W * 2 - 1, uv[:, 1] / H * 2 - 1], -1)[None, None]
+    return F.grid_sample(maps[None], g.to(maps.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=False)[0, :, 0].T
+
+
+def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tensor, body_back: torch.Tensor,
+                 body_mask: torch.Tensor, body_verts: torch.Tensor, body_faces: torch.Tensor, voxel: float,
+                 hand_verts: list[torch.Tensor] | None = None, hand_radius: float = 0.03
+                 ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Occupancy volume stitched from front / back depth maps (module docstring, step 3-4).
+
+    Args:
+        depth: integrated front / back depth maps (their camera, H x W).
+        person: (H, W) float person mask in [0, 1] on the same pixels.
+        body_front, body_back: (H, W) camera z of the body's first / last surface; body_mask (H, W) bool.
+        body_verts: (V, 3) world.  body_faces: (F, 3) long.  voxel: grid spacing, metres.
+        hand_verts: per hand, (K, 3) world body vertices (the body replaces the volume within
+            ``hand_radius`` of them), or None.
+
+    Returns:
+        vol (X, Y, Z) float32 occupancy in [0, 1], lo (3,) world position of vol[0, 0, 0], stats.
+    """
+    from foundation.geometry.sdf import signed_distance
+
+    cam = depth.camera
+    dev = depth.front.device
+    m = depth.mask
+    H, W = m.shape
+    v_, u_ = torch.meshgrid(torch.arange(H, device=dev) + 0.5, torch.arange(W, device=dev) + 0.5, indexing="ij")
+    uv_m = torch.stack([u_[m], v_[m]], -1)
+    pts = torch.cat([cam.unproject(uv_m, depth.front[m]), cam.unproject(uv_m, depth.back[m]), body_verts], 0)
+    lo = pts.min(0).values - 3 * voxel
+    hi = pts.max(0).values + 3 * voxel
+    n = torch.ceil((hi - lo) / voxel).long() + 1
+    # depth maps extended by the nearest valid pixel (bilinear samples at the silhouette stay meaningful)
+    zf = _fill_nearest(depth.front, m)
+    zb = _fill_nearest(depth.back, m)
+    bm = body_mask.bool()
+    bf = _fill_nearest(body_front.float(), bm)
+    bb = _fill_nearest(body_back.float(), bm)
+    maps = torch.stack([zf, zb, bf, bb, bm.float(), person.float()])
+    vol = torch.zeros(int(n[0]), int(n[1]), int(n[2]))
+    xs = lo[0] + voxel * torch.arange(int(n[0]), device=dev)
+    ys = lo[1] + voxel * torch.arange(int(n[1]), device=dev)
+    zs = lo[2] + voxel * torch.arange(int(n[2]), device=dev)
+    n_body = 0
+    for i in range(0, int(n[0]), 16):  # slabs of 16 x-planes (bounded memory)
+        gx, gy, gz = torch.meshgrid(xs[i:i + 16], ys, zs, indexing="ij")
+        p = torch.stack([gx, gy, gz], -1).reshape(-1, 3)
+        uv, z = cam.project(p)
+        s = _sample(maps, uv)
+        inside_img = (uv[:, 0] >= 0) & (uv[:, 0] <= W) & (uv[:, 1] >= 0) & (uv[:, 1] <= H)
+        occ = (0.5 + torch.minimum(z - s[:, 0], s[:, 1] - z) / voxel).clamp(0, 1)
+        occ = torch.minimum(occ, s[:, 5]) * inside_img.float()
+        # along rays through the body: between its first entry and last exit the body decides
+        span = (s[:, 4] > 0.5) & (occ > 0)
+        shell = torch.maximum(0.5 + (s[:, 2] - z) / voxel, 0.5 + (z - s[:, 3]) / voxel).clamp(0, 1)
+        need = span & (shell < 1)
+        if bool(need.any()):
+            k = need.nonzero()[:, 0]
+            sd = signed_distance(p[k], body_verts, body_faces).sdf
+            inner = torch.maximum(shell[k], (0.5 - sd / voxel).clamp(0, 1))
+            occ[k] = torch.minimum(occ[k], inner)
+            n_body += int(k.numel())
+        # the body itself is always inside (within the person mask): depth maps that come out too flat
+        # must not cut off a limb the normals cannot place (a leg behind the other, a forearm in front)
+        near_body = (s[:, 4] > 0.5) & (z > s[:, 2] - voxel) & (z < s[:, 3] + voxel) & (s[:, 5] > 0.5) & (occ < 1)
+        if bool(near_body.any()):
+            k = near_body.nonzero()[:, 0]
+            sd = signed_distance(p[k], body_verts, body_faces).sdf
+            occ[k] = torch.maximum(occ[k], torch.minimum((0.5 - sd / voxel).clamp(0, 1), s[k, 5]))
+            n_body += int(k.numel())
+        vol[i:i + 16] = occ.reshape(gx.shape).cpu()
+    n_hand = 0
+    for hv in hand_verts or ():
+        if not hv.numel():
+            continue
+        a = ((hv.min(0).values - hand_radius - lo) / voxel).floor().long().clamp(min=0).cpu()
+        b = torch.minimum(((hv.max(0).values + hand_radius - lo) / voxel).ceil().long().cpu(), n.cpu() - 1)
+        sub = torch.stack(torch.meshgrid(*(torch.arange(int(a[j]), int(b[j]) + 1) for j in range(3)),
+                                         indexing="ij"), -1).reshape(-1, 3)
+        p = lo + sub.to(dev).float() * voxel
+        near = torch.cdist(p, hv).min(1).values < hand_radius  # the body's hand replaces the maps' there
+        if not bool(near.any()):
+            continue
+        sub, p = sub[near.cpu()], p[near]
+        body_occ = (0.5 - signed_distance(p, body_verts, body_faces).sdf / voxel).clamp(0, 1)
+        vol[sub[:, 0], sub[:, 1], sub[:, 2]] = body_occ.cpu()
+        n_hand += int(sub.shape[0])
+    return vol.numpy(), lo.cpu().numpy(), {"volume_cells": int(n.prod()), "body_queries": n_body, "hand_cells": n_hand}
+
+
+def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, faces: torch.Tensor,
+                 cfg: SurfaceConfig = SurfaceConfig(), hand_masks: list[torch.Tensor] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The ``econ`` clothed surface of one frame.
+
+    Args:
+        view: :class:`recon.views.FrameView` with predicted clothed normals (``view.maps.clothed_*``).
+        mask: (H, W) full-frame person mask in [0, 1].  camera: the full-frame camera.
+        verts: (V, 3) refined body vertices, world.  faces: (F, 3) long.
+        cfg: :class:`SurfaceConfig`.  hand_masks: per hand, (V,) bool body vertices (for ``hands = "body"``).
+
+    Returns:
+        verts (N, 3) float32 world, faces (M, 3) int64 (closed, outward), stats.
+    """
+    import time
+
+    from foundation.geometry.raycast import render_normal_maps
+    from recon.mesh import mesh_from_volume
+
+    t0 = time.perf_counter()
+    R = int(cfg.integration.resolution)
+    box = view.box
+    cam = box.camera.resized(R, R)
+    person = crop_image(torch.as_tensor(np.asarray(mask, np.float32)), CropBox(box.x0, box.y0, box.side, cam))
+    if cfg.mask_dilate_px > 0:
+        d = cfg.mask_dilate_px
+        person = F.max_pool2d(person[None, None], 2 * d + 1, stride=1, padding=d)[0, 0]
+    front = resample_normals(view.maps.clothed_front, R)
+    back = resample_normals(view.maps.clothed_back, R)
+    pm = person > 0.5
+    # pixels of the mask the coarse maps do not reach take the nearest predicted normal
+    valid = front.norm(dim=0) > 0.5
+    if bool((pm & ~valid).any()) and bool(valid.any()):
+        front = torch.stack([_fill_nearest(c, valid) for c in front])
+        back = torch.stack([_fill_nearest(c, valid) for c in back])
+    v = verts.detach().float()
+    bnm = render_normal_maps(v, faces, cam)
+    bmask = torch.as_tensor(bnm.mask_front).bool()
+    depth = integrate_normals(front, back, pm, cam, torch.as_tensor(bnm.depth_front), torch.as_tensor(bnm.depth_back),
+                              bmask, cfg.integration)
+    t1 = time.perf_counter()
+    hands = [v[h.to(v.device)] for h in hand_masks] if (cfg.hands == "body" and hand_masks) else None
+    vol, lo, vstats = depth_volume(depth, person, torch.as_tensor(bnm.depth_front), torch.as_tensor(bnm.depth_back),
+                                   bmask, v, faces, cfg.voxel, hands, cfg.hand_radius)
+    t2 = time.perf_counter()
+    mv, mf = mesh_from_volume(vol, lo, cfg.voxel, cfg.smooth_sigma, True, cfg.smooth_iters)
+    stats = {**depth.stats, **vstats, "time_integrate_s": t1 - t0, "time_volume_s": t2 - t1,
+             "time_mesh_s": time.perf_counter() - t2}
+    return mv, mf, stats
