@@ -56,8 +56,8 @@ class IntegrationConfig:
     resolution: int = 256
     k: float = 2.0
     iters: int = 6
-    prior_weight: float = 1e-3
-    far_prior_weight: float = 1e-5
+    prior_weight: float = 1e-4
+    far_prior_weight: float = 1e-6
     boundary_weight: float = 1.0
     prior_jump: float = 3.0
     min_cos: float = 0.15

@@ -55,7 +55,11 @@ class ReconConfig:
     surface: how the clothed surface is built: "econ" integrates the predicted normal maps into front /
         back depth maps (d-BiNI) and stitches them, the body filling what neither view sees
         (:mod:`recon.surface`; follows loose garments anywhere inside the silhouette); "icon" evaluates
-        the implicit MLP on local features in a band around the body (:mod:`recon.mesh`).
+        the implicit MLP on local features in a band around the body (:mod:`recon.mesh`); "auto" takes
+        "econ" for a frame whose person mask has more than ``loose_fraction`` of its pixels farther than
+        ``loose_distance`` metres outside the body's silhouette (loose clothing), else "icon" (each path
+        wins its own benchmark set: ``tools/bench_recon.py --set loose`` / ``--set default``).
+    loose_fraction, loose_distance: the "auto" rule.
     econ: settings of the "econ" surface.
     extract: coarse-to-fine surface extraction of the "icon" surface.
     carve_dilate_px: the occupancy is capped by the person mask (dilated by this many full-frame
@@ -75,7 +79,9 @@ class ReconConfig:
     crop_size: int = 128
     crop_margin: float = 1.15
     refine: RefineConfig = field(default_factory=RefineConfig)
-    surface: str = "econ"
+    surface: str = "auto"
+    loose_fraction: float = 0.05
+    loose_distance: float = 0.05
     econ: SurfaceConfig = field(default_factory=SurfaceConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     carve_dilate_px: int = 2
@@ -153,13 +159,26 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
         predict_clothed(net, view)
     t1 = time.perf_counter()
 
-    if cfg.surface == "econ":
-        from foundation.body.skeleton import hand_vertices
+    if cfg.surface not in ("auto", "econ", "icon"):
+        raise ValueError(f"ReconConfig.surface must be 'auto', 'econ' or 'icon', got {cfg.surface!r}")
+    surface = cfg.surface
+    if surface == "auto":  # loose clothing (person pixels far outside the body's silhouette) -> econ
+        from recon.surface import crop_person, loose_fraction
 
-        hands = [hand_vertices(body.lbs_weights, side=s) for s in ("left", "right")]
+        cam_r, person = crop_person(view, mask, int(cfg.econ.integration.resolution))
+        from foundation.geometry.raycast import raycast
+
         with torch.no_grad():
-            v, f, estats = econ_surface(view, mask, camera, verts, faces, cfg.econ, hands)
-    elif cfg.surface == "icon":
+            hits = raycast(verts.detach().float(), faces, cam_r)
+        bm = torch.as_tensor(hits.mask).bool()
+        depth = float(torch.as_tensor(hits.depth)[bm].median()) if bool(bm.any()) else 1.0
+        frac = loose_fraction(person, bm, cam_r, depth, cfg.loose_distance)
+        surface = "econ" if frac > cfg.loose_fraction else "icon"
+        stats["loose_fraction"] = frac
+    stats["surface_econ"] = float(surface == "econ")
+    v = f = None
+    estats = {}
+    if surface == "icon" or cfg.econ.prior == "icon":
         carve = silhouette_carver(mask, camera, cfg.carve_dilate_px, dev) if cfg.carve_dilate_px >= 0 else None
 
         def occ_fn(points, cp):
@@ -169,8 +188,14 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
                 return occ if carve is None else torch.minimum(occ, carve(points))
 
         v, f, estats = extract_surface(occ_fn, verts, faces, cfg.extract)
-    else:
-        raise ValueError(f"ReconConfig.surface must be 'econ' or 'icon', got {cfg.surface!r}")
+    if surface == "econ":
+        from foundation.body.skeleton import hand_vertices
+
+        hands = [hand_vertices(body.lbs_weights, side=s) for s in ("left", "right")]
+        with torch.no_grad():
+            v, f, es = econ_surface(view, mask, camera, verts, faces, cfg.econ, hands,
+                                    prior_mesh=None if v is None else (v, f))
+        estats.update(es)
     colors = vertex_colors(v, image, camera)
     t2 = time.perf_counter()
     stats.update(estats)

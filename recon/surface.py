@@ -21,7 +21,7 @@ normals and the silhouette put it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from foundation.camera import Camera
 from recon.crop import CropBox, crop_image
 from recon.normal_integration import DepthMaps, IntegrationConfig, integrate_normals
 
-__all__ = ["SurfaceConfig", "econ_surface", "depth_volume", "resample_normals"]
+__all__ = ["SurfaceConfig", "econ_surface", "depth_volume", "resample_normals", "loose_fraction", "crop_person"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ class SurfaceConfig:
     hands: "body" replaces the hands by the body's; "maps" keeps what the maps give.
     hand_radius: metres around the body's hands that the body replaces.
     mask_dilate_px: the person mask is dilated by this many integration pixels first (0 = off).
+    prior: the depth prior of the integration: "icon" = the ICON implicit surface (:mod:`recon.mesh`, in its
+        band around the body; it knows how far tight clothes sit from the body) where it covers the pixel,
+        "body" = the refined body; the body's depth (weakly) elsewhere either way.
+    prior_weight: the prior's weight where the ICON surface covers the pixel (``prior = "icon"``).
     """
 
     integration: IntegrationConfig = field(default_factory=IntegrationConfig)
@@ -53,6 +57,34 @@ class SurfaceConfig:
     hands: str = "body"
     hand_radius: float = 0.03
     mask_dilate_px: int = 0
+    prior: str = "icon"
+    prior_weight: float = 1e-3
+
+
+def loose_fraction(person: torch.Tensor, body_mask: torch.Tensor, camera: Camera, body_depth: float,
+                   distance: float) -> float:
+    """Fraction of the person's pixels farther than ``distance`` (metres, in the image plane) from the body's.
+
+    Args:
+        person: (H, W) person mask in [0, 1].  body_mask: (H, W) bool pixels covered by the body.
+        camera: the masks' camera.  body_depth: metres from the camera to the body (perspective pixel size).
+        distance: metres.
+
+    Returns:
+        0 for a person inside the body's silhouette dilated by ``distance``; ~0.2-0.4 for a long flared
+        skirt or a long coat; 1 if the body covers nothing.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    p = np.asarray(person.detach().cpu().numpy() > 0.5)
+    if not p.any():
+        return 0.0
+    b = np.asarray(body_mask.detach().cpu().numpy(), bool)
+    if not b.any():
+        return 1.0
+    metres_per_px = 1.0 / camera.fx if camera.ortho else body_depth / camera.fx
+    far = distance_transform_edt(~b) * metres_per_px > distance
+    return float((p & far).sum() / p.sum())
 
 
 def resample_normals(normals: torch.Tensor, size: int) -> torch.Tensor:
@@ -174,9 +206,16 @@ def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tenso
     return vol.numpy(), lo.cpu().numpy(), {"volume_cells": int(n.prod()), "body_queries": n_body, "hand_cells": n_hand}
 
 
+def crop_person(view, mask: np.ndarray, size: int) -> tuple[Camera, torch.Tensor]:
+    """The crop camera of ``view`` at ``size`` px and the full-frame person ``mask`` (H, W) resampled into it."""
+    box = view.box
+    cam = box.camera.resized(size, size)
+    return cam, crop_image(torch.as_tensor(np.asarray(mask, np.float32)), CropBox(box.x0, box.y0, box.side, cam))
+
+
 def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, faces: torch.Tensor,
-                 cfg: SurfaceConfig = SurfaceConfig(), hand_masks: list[torch.Tensor] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, dict]:
+                 cfg: SurfaceConfig = SurfaceConfig(), hand_masks: list[torch.Tensor] | None = None,
+                 prior_mesh: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """The ``econ`` clothed surface of one frame.
 
     Args:
@@ -184,6 +223,7 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
         mask: (H, W) full-frame person mask in [0, 1].  camera: the full-frame camera.
         verts: (V, 3) refined body vertices, world.  faces: (F, 3) long.
         cfg: :class:`SurfaceConfig`.  hand_masks: per hand, (V,) bool body vertices (for ``hands = "body"``).
+        prior_mesh: (verts, faces) of the ICON surface, the depth prior where it covers a pixel (``prior = "icon"``).
 
     Returns:
         verts (N, 3) float32 world, faces (M, 3) int64 (closed, outward), stats.
@@ -195,9 +235,7 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
 
     t0 = time.perf_counter()
     R = int(cfg.integration.resolution)
-    box = view.box
-    cam = box.camera.resized(R, R)
-    person = crop_image(torch.as_tensor(np.asarray(mask, np.float32)), CropBox(box.x0, box.y0, box.side, cam))
+    cam, person = crop_person(view, mask, R)
     if cfg.mask_dilate_px > 0:
         d = cfg.mask_dilate_px
         person = F.max_pool2d(person[None, None], 2 * d + 1, stride=1, padding=d)[0, 0]
@@ -212,8 +250,19 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
     v = verts.detach().float()
     bnm = render_normal_maps(v, faces, cam)
     bmask = torch.as_tensor(bnm.mask_front).bool()
-    depth = integrate_normals(front, back, pm, cam, torch.as_tensor(bnm.depth_front), torch.as_tensor(bnm.depth_back),
-                              bmask, cfg.integration)
+    pf, pb, pmask, integ = torch.as_tensor(bnm.depth_front), torch.as_tensor(bnm.depth_back), bmask, cfg.integration
+    if cfg.prior == "icon" and prior_mesh is not None:
+        inm = render_normal_maps(torch.as_tensor(prior_mesh[0], dtype=torch.float32),
+                                 torch.as_tensor(prior_mesh[1], dtype=torch.long), cam)
+        imask = torch.as_tensor(inm.mask_front).bool()
+        # the ICON surface where it covers the pixel, the body's depth (at the far weight) elsewhere
+        pf = torch.where(imask, torch.as_tensor(inm.depth_front), _fill_nearest(pf, bmask))
+        pb = torch.where(imask, torch.as_tensor(inm.depth_back), _fill_nearest(pb, bmask))
+        pmask = imask
+        integ = replace(integ, prior_weight=cfg.prior_weight)
+    elif cfg.prior not in ("icon", "body"):
+        raise ValueError(f"SurfaceConfig.prior must be 'icon' or 'body', got {cfg.prior!r}")
+    depth = integrate_normals(front, back, pm, cam, pf, pb, pmask, integ)
     t1 = time.perf_counter()
     hands = [v[h.to(v.device)] for h in hand_masks] if (cfg.hands == "body" and hand_masks) else None
     vol, lo, vstats = depth_volume(depth, person, torch.as_tensor(bnm.depth_front), torch.as_tensor(bnm.depth_back),

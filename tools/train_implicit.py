@@ -38,6 +38,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--normals", choices=["pred", "gt"], default="pred",
                     help="clothed-normal features from the normal net (pred) or ground truth (gt)")
+    ap.add_argument("--loose-every", type=int, default=0,
+                    help="the records of train_normal_net.py --loose-every k (every k-th subject in a loose outfit)")
     ap.add_argument("--normal-net", default=str(ROOT.parent / "recon/checkpoints/normal_net.safetensors"))
     ap.add_argument("--out", default=str(ROOT.parent / "recon/checkpoints/implicit.safetensors"))
     args = ap.parse_args(argv)
@@ -51,7 +53,7 @@ def main(argv=None) -> None:
     from train_normal_net import load_records
 
     body = build_body_model()
-    recs = load_records(args.n, args.size, args.seed, args.poses, args.workers)
+    recs = load_records(args.n, args.size, args.seed, args.poses, args.workers, loose_every=args.loose_every)
     net = load_normal_net(args.normal_net) if args.normals == "pred" else None
     n_val = max(1, len(recs) // 10 // args.poses) * args.poses
     t0 = time.time()

@@ -246,3 +246,63 @@ def test_run_recon_reconstructs_keyframes_of_a_long_clip(anny_body, tiny_tracks,
     assert rec.frame_indices == [1] and rec.params.batch_size == 1 and len(calls) == 1
     rec2 = run_recon(tiny_tracks, dataclasses.replace(cfg, frames=[0, 1]), anny_body, tmp_path / "out2")
     assert rec2.frame_indices == [0, 1]  # an explicit list is taken as it is
+
+
+def _skirt_mask(mask: np.ndarray, cam: Camera, body, p) -> np.ndarray:
+    """The body's mask plus a flared skirt: a trapezoid from the hips (12 cm wider than them) down to the knees
+    (30 cm wider on each side)."""
+    from foundation.body.skeleton import JOINT_INDEX
+
+    with torch.no_grad():
+        j = body(p).joints[0]
+    (hl, _), (hr, _), (kl, _) = (cam.project(j[JOINT_INDEX[n]][None]) for n in ("left_hip", "right_hip", "left_knee"))
+    y0, y1 = float(hl[0, 1]), float(kl[0, 1]) + 4
+    cx = 0.5 * float(hl[0, 0] + hr[0, 0])
+    half0 = 0.5 * abs(float(hl[0, 0] - hr[0, 0])) + 0.12 * cam.fx / 3.2
+    half1 = half0 + 0.18 * cam.fx / 3.2
+    out = mask.copy()
+    for y in range(int(y0), int(y1)):
+        t = (y - y0) / max(y1 - y0, 1)
+        h = half0 + t * (half1 - half0)
+        out[y, max(0, int(cx - h)):int(cx + h) + 1] = 1.0
+    return out
+
+
+def test_auto_surface_follows_a_skirt_with_econ(anny_body):
+    """A person mask with a flared skirt far outside the body: "auto" builds the econ surface, one closed
+    component that covers the skirt (IoU with the mask far above the body's); the plain body mask takes icon."""
+    import trimesh
+
+    from foundation.geometry.raycast import raycast
+    from recon.implicit import load_implicit
+    from recon.refine import RefineConfig
+    from recon.stage import CHECKPOINT_DIR, ReconConfig, load_models, reconstruct_frame
+
+    S = 160
+    p = anny_body.zero_params(1)
+    p.body_pose[0, 15, 2] = -0.9
+    p.body_pose[0, 16, 2] = 0.9
+    cam = Camera.look_at((0, 0.0, 3.2), (0, -0.1, 0), width=S, height=S, fov_deg=45)
+    from foundation.geometry.raycast import render_normal_maps
+
+    with torch.no_grad():
+        v = anny_body(p).vertices[0]
+    body_mask = torch.as_tensor(render_normal_maps(v, anny_body.faces, cam).mask_front).float().numpy()
+    skirt = _skirt_mask(body_mask, cam, anny_body, p)
+    img = np.zeros((S, S, 3), np.uint8)
+    img[skirt > 0] = (60, 90, 160)
+    img[body_mask > 0] = (200, 120, 60)
+    cfg = ReconConfig(refine=RefineConfig(iters=0))
+    net, imp = load_models(cfg)
+    assert isinstance(imp, type(load_implicit(CHECKPOINT_DIR / "implicit.safetensors")))
+    res = reconstruct_frame(img, skirt, cam, p, anny_body, net, imp, cfg)
+    assert res.stats["surface_econ"] == 1.0 and res.stats["loose_fraction"] > 0.05
+    m = trimesh.Trimesh(res.verts, res.faces, process=False)
+    assert m.is_watertight and len(m.split(only_watertight=False)) == 1
+    sil = torch.as_tensor(raycast(torch.as_tensor(res.verts), torch.as_tensor(res.faces), cam).mask).numpy()
+    sk = skirt > 0.5
+    iou = (sil & sk).sum() / (sil | sk).sum()
+    body_iou = ((body_mask > 0.5) & sk).sum() / sk.sum()
+    assert iou > 0.9 and iou > body_iou + 0.1
+    plain = reconstruct_frame(img * (body_mask[..., None] > 0), body_mask, cam, p, anny_body, net, imp, cfg)
+    assert plain.stats["surface_econ"] == 0.0
