@@ -57,9 +57,10 @@ class ReconConfig:
         (:mod:`recon.surface`; follows loose garments anywhere inside the silhouette); "icon" evaluates
         the implicit MLP on local features in a band around the body (:mod:`recon.mesh`); "auto" takes
         "econ" for a frame whose person mask has more than ``loose_fraction`` of its pixels farther than
-        ``loose_distance`` metres outside the body's silhouette (loose clothing), else "icon" (each path
+        ``loose_distance`` metres outside the body's silhouette (loose clothing), or whose ICON surface
+        covers the person mask with an IoU below ``icon_min_iou`` (in the crop), else "icon" (each path
         wins its own benchmark set: ``tools/bench_recon.py --set loose`` / ``--set default``).
-    loose_fraction, loose_distance: the "auto" rule.
+    loose_fraction, loose_distance, icon_min_iou: the "auto" rule.
     econ: settings of the "econ" surface.
     extract: coarse-to-fine surface extraction of the "icon" surface.
     carve_dilate_px: the occupancy is capped by the person mask (dilated by this many full-frame
@@ -79,9 +80,10 @@ class ReconConfig:
     crop_size: int = 128
     crop_margin: float = 1.15
     refine: RefineConfig = field(default_factory=RefineConfig)
-    surface: str = "auto"
+    surface: str = "econ"
     loose_fraction: float = 0.05
     loose_distance: float = 0.05
+    icon_min_iou: float = 0.0
     econ: SurfaceConfig = field(default_factory=SurfaceConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     carve_dilate_px: int = 2
@@ -175,7 +177,6 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
         frac = loose_fraction(person, bm, cam_r, depth, cfg.loose_distance)
         surface = "econ" if frac > cfg.loose_fraction else "icon"
         stats["loose_fraction"] = frac
-    stats["surface_econ"] = float(surface == "econ")
     v = f = None
     estats = {}
     if surface == "icon" or cfg.econ.prior == "icon":
@@ -188,6 +189,16 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
                 return occ if carve is None else torch.minimum(occ, carve(points))
 
         v, f, estats = extract_surface(occ_fn, verts, faces, cfg.extract)
+    if cfg.surface == "auto" and surface == "icon":  # ICON's surface misses part of the person: econ
+        from foundation.geometry.raycast import raycast
+
+        sil = torch.as_tensor(raycast(torch.as_tensor(v), torch.as_tensor(f), cam_r).mask).bool()
+        pm = person > 0.5
+        icon_iou = float((sil & pm).sum() / (sil | pm).sum().clamp(min=1))
+        stats["icon_iou"] = icon_iou
+        if icon_iou < cfg.icon_min_iou:
+            surface = "econ"
+    stats["surface_econ"] = float(surface == "econ")
     if surface == "econ":
         from foundation.body.skeleton import hand_vertices
 

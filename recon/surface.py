@@ -48,6 +48,10 @@ class SurfaceConfig:
         band around the body; it knows how far tight clothes sit from the body) where it covers the pixel,
         "body" = the refined body; the body's depth (weakly) elsewhere either way.
     prior_weight: the prior's weight where the ICON surface covers the pixel (``prior = "icon"``).
+    span_everywhere: off the body's silhouette, too, the body decides between the nearest body pixel's first
+        entry and last exit (False: the maps alone decide there).
+    prior_hug: metres; the ICON surface is the prior only where its front and back depths are this close to
+        the body's (elsewhere the body's depth, at the far weight).
     """
 
     integration: IntegrationConfig = field(default_factory=IntegrationConfig)
@@ -58,7 +62,9 @@ class SurfaceConfig:
     hand_radius: float = 0.03
     mask_dilate_px: int = 0
     prior: str = "icon"
-    prior_weight: float = 1e-3
+    prior_weight: float = 0.1
+    prior_hug: float = 0.05
+    span_everywhere: bool = False
 
 
 def loose_fraction(person: torch.Tensor, body_mask: torch.Tensor, camera: Camera, body_depth: float,
@@ -121,8 +127,8 @@ def _sample(maps: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tensor, body_back: torch.Tensor,
                  body_mask: torch.Tensor, body_verts: torch.Tensor, body_faces: torch.Tensor, voxel: float,
-                 hand_verts: list[torch.Tensor] | None = None, hand_radius: float = 0.03
-                 ) -> tuple[np.ndarray, np.ndarray, dict]:
+                 hand_verts: list[torch.Tensor] | None = None, hand_radius: float = 0.03,
+                 span_everywhere: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
     """Occupancy volume stitched from front / back depth maps (module docstring, step 3-4).
 
     Args:
@@ -169,7 +175,9 @@ def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tenso
         occ = (0.5 + torch.minimum(z - s[:, 0], s[:, 1] - z) / voxel).clamp(0, 1)
         occ = torch.minimum(occ, s[:, 5]) * inside_img.float()
         # along rays through the body: between its first entry and last exit the body decides
-        span = (s[:, 4] > 0.5) & (occ > 0)
+        # (off the body, the nearest body pixel's span: two limbs seen one behind the other are not bridged
+        # where the body fit misses the mask by a few pixels)
+        span = (occ > 0) if span_everywhere else (s[:, 4] > 0.5) & (occ > 0)
         shell = torch.maximum(0.5 + (s[:, 2] - z) / voxel, 0.5 + (z - s[:, 3]) / voxel).clamp(0, 1)
         need = span & (shell < 1)
         if bool(need.any()):
@@ -254,7 +262,12 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
     if cfg.prior == "icon" and prior_mesh is not None:
         inm = render_normal_maps(torch.as_tensor(prior_mesh[0], dtype=torch.float32),
                                  torch.as_tensor(prior_mesh[1], dtype=torch.long), cam)
-        imask = torch.as_tensor(inm.mask_front).bool()
+        # only where the ICON surface hugs the body (tight clothes): its torn pieces of a loose garment
+        # far from the body would otherwise pull the integration onto them
+        bfz, bbz = torch.as_tensor(bnm.depth_front), torch.as_tensor(bnm.depth_back)
+        imask = (torch.as_tensor(inm.mask_front).bool() & bmask
+                 & ((torch.as_tensor(inm.depth_front) - bfz).abs() < cfg.prior_hug)
+                 & ((torch.as_tensor(inm.depth_back) - bbz).abs() < cfg.prior_hug))
         # the ICON surface where it covers the pixel, the body's depth (at the far weight) elsewhere
         pf = torch.where(imask, torch.as_tensor(inm.depth_front), _fill_nearest(pf, bmask))
         pb = torch.where(imask, torch.as_tensor(inm.depth_back), _fill_nearest(pb, bmask))
@@ -266,7 +279,7 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
     t1 = time.perf_counter()
     hands = [v[h.to(v.device)] for h in hand_masks] if (cfg.hands == "body" and hand_masks) else None
     vol, lo, vstats = depth_volume(depth, person, torch.as_tensor(bnm.depth_front), torch.as_tensor(bnm.depth_back),
-                                   bmask, v, faces, cfg.voxel, hands, cfg.hand_radius)
+                                   bmask, v, faces, cfg.voxel, hands, cfg.hand_radius, cfg.span_everywhere)
     t2 = time.perf_counter()
     mv, mf = mesh_from_volume(vol, lo, cfg.voxel, cfg.smooth_sigma, True, cfg.smooth_iters)
     stats = {**depth.stats, **vstats, "time_integrate_s": t1 - t0, "time_volume_s": t2 - t1,

@@ -57,6 +57,8 @@ def main(argv=None) -> None:
     ap.add_argument("--band", type=float, default=None, help="override ExtractConfig.band (m)")
     ap.add_argument("--smooth-iters", type=int, default=None, help="override ExtractConfig.smooth_iters")
     ap.add_argument("--smooth-sigma", type=float, default=None, help="override ExtractConfig.smooth_sigma")
+    ap.add_argument("--econ", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recon.surface.SurfaceConfig field of the econ path (repeatable), e.g. voxel=0.005")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--normal-net", default=None, help="checkpoint (default: the committed one)")
     ap.add_argument("--implicit", default=None, help="checkpoint (default: the committed one)")
@@ -89,6 +91,11 @@ def main(argv=None) -> None:
                                                **({} if args.smooth_sigma is None
                                                   else {"smooth_sigma": args.smooth_sigma})}),
                       refine=RefineConfig(iters=0) if args.no_refine else RefineConfig())
+    if args.econ:
+        import ast
+
+        over = {k: ast.literal_eval(v) for k, v in (e.split("=", 1) for e in args.econ)}
+        cfg = replace(cfg, econ=replace(cfg.econ, **over))
     net, imp = load_models(cfg)
     if args.set == "loose":
         samples = load_or_make_loose_set(args.root or ROOT / "data/benchmark_loose", body=body)
@@ -113,6 +120,9 @@ def main(argv=None) -> None:
                                     replace(cfg, surface=m))
             row["seconds"][m] = time.perf_counter() - t0
             row[m] = surface_metrics(res.verts, res.faces, gv, gf)
+            for k in ("loose_fraction", "icon_iou", "surface_econ"):
+                if k in res.stats:
+                    row[k] = res.stats[k]
             meshes[m] = (res.verts, res.faces, res.view)
         rows.append(row)
         print(f"[{i}] {s.archetype:>12s} " + " | ".join(

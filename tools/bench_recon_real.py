@@ -77,6 +77,7 @@ def evaluate_run(run: Path, max_side: int = 512) -> tuple[dict, list]:
     W, H = max(1, round(cam.width * s)), max(1, round(cam.height * s))
     cam_s = cam.resized(W, H)
     rec_ious, body_ious, comps, closed, frames = [], [], [], [], []
+    econ = (recon.stats or {}).get("surface_econ")
     for k, fr in enumerate(recon.frames):
         mask_full = np.asarray(tracks.masks[fr.frame], np.float32)
         m = torch.nn.functional.interpolate(torch.as_tensor(mask_full)[None, None], size=(H, W), mode="area")[0, 0]
@@ -92,7 +93,8 @@ def evaluate_run(run: Path, max_side: int = 512) -> tuple[dict, list]:
         frames.append((fr, run / "recon" / f"maps_{fr.frame:04d}.png", tracks.images[fr.frame], m, cam_s))
     out = {"run": run.name, "recon_iou": round(float(np.mean(rec_ious)), 4), "body_iou": round(float(np.mean(body_ious)), 4),
            "components": int(max(comps)), "watertight": bool(all(closed)), "frames": len(recon.frames),
-           "surface": (recon.stats.get("config") or {}).get("surface", "icon")}
+           "surface": (recon.stats.get("config") or {}).get("surface", "icon"),
+           "econ_frames": None if econ is None else round(float(econ) * len(recon.frames))}
     return out, frames
 
 
@@ -148,7 +150,8 @@ def main(argv=None) -> None:
         res, frames = evaluate_run(run, args.max_side)
         results.append(res)
         pics.append(frames[0])
-        print(f"{res['run']:>24s}: surface {res['surface']:>4s}  recon IoU {res['recon_iou']:.3f}  body IoU "
+        chosen = "" if res["econ_frames"] is None else f" ({res['econ_frames']} frames econ)"
+        print(f"{res['run']:>24s}: surface {res['surface']:>4s}{chosen}  recon IoU {res['recon_iou']:.3f}  body IoU "
               f"{res['body_iou']:.3f}  components {res['components']}  watertight {res['watertight']}  "
               f"({res['frames']} frames)", flush=True)
     if args.picture:

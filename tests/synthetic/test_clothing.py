@@ -95,3 +95,45 @@ def test_outfit_json_roundtrip_and_determinism():
     a = random_outfit(np.random.default_rng(3))
     assert random_outfit(np.random.default_rng(3)) == a
     assert Outfit.from_json(a.to_json()) == a
+
+
+def test_loose_outfits_have_their_garments():
+    from synthetic.garments import LOOSE_STYLES, random_loose_outfit
+
+    kinds = {}
+    for i, style in enumerate(LOOSE_STYLES):
+        o = random_loose_outfit(np.random.default_rng(i), style)
+        kinds[style] = [g.kind for g in o.garments]
+        assert o.to_json() == random_loose_outfit(np.random.default_rng(i), style).to_json()  # deterministic
+    long_skirts = [g for s in ("long_skirt", "dress") for g in random_loose_outfit(np.random.default_rng(3), s).garments
+                   if g.kind == "skirt"]
+    assert all(g.extent >= 0.8 and g.flare >= 0.25 for g in long_skirts)
+    assert "jacket" in kinds["closed_coat"] and "skirt" in kinds["closed_coat"] and "trousers" in kinds["closed_coat"]
+    coat = [g for g in random_loose_outfit(np.random.default_rng(0), "open_coat").garments if g.kind == "skirt"][0]
+    assert coat.neck_depth > 0  # the open front
+    wide = [g for g in random_loose_outfit(np.random.default_rng(0), "wide_trousers").garments if g.kind == "trousers"][0]
+    assert wide.flare > 0.04
+    with pytest.raises(ValueError, match="style must be one of"):
+        random_loose_outfit(np.random.default_rng(0), "kilt")
+
+
+def test_open_coat_hull_leaves_the_front_open(anny_body, rest_body):
+    """The open coat's hull below the waist has no surface in a slot at the front centre; closed, it has."""
+    from synthetic.clothing import ClothedField
+    from synthetic.garments import Garment, Outfit
+
+    rv, rj = rest_body.rest_vertices[0], rest_body.rest_joints[0]
+    fields = {}
+    for w in (0.0, 0.08):
+        coat = Garment("skirt", thickness=0.01, extent=0.7, hem=0.02, flare=0.3, neck_depth=w, seed=7)
+        fields[w] = ClothedField(rv, anny_body.faces, anny_body.lbs_weights, rj, Outfit((coat,)))
+    hull_c, hull_o = fields[0.0].skirt, fields[0.08].skirt
+    y = hull_c.hem_y + 0.1  # near the hem, in the gap between the legs
+    # in front of the legs' centre, just inside the closed hull's front wall
+    z_front = torch.linspace(hull_c.cz, hull_c.cz + 0.6, 200)
+    p = torch.stack([torch.zeros(200), torch.full((200,), y), z_front], -1)
+    dc, do = hull_c(p), hull_o(p)
+    assert bool((dc < 0).any())  # the closed coat is there in front
+    assert bool((do[z_front > hull_c.cz + 0.02] > 0).all())  # the open one is not
+    side = torch.stack([torch.full((200,), 0.0), torch.full((200,), y), torch.linspace(hull_c.cz - 0.6, hull_c.cz, 200)], -1)
+    assert bool((hull_o(side) < 0).any())  # its back is still closed
