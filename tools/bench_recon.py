@@ -51,6 +51,7 @@ def main(argv=None) -> None:
     ap.add_argument("--root", default=None, help="set cache (built if missing; default data/benchmark or data/benchmark_loose)")
     ap.add_argument("--methods", default="icon,econ", help="surface paths to compare (recon.surface values)")
     ap.add_argument("--n", type=int, default=None, help="number of samples (default: all of the set)")
+    ap.add_argument("--pick", default=None, help="comma-separated sample indices instead (e.g. for a picture)")
     ap.add_argument("--seed", type=int, default=123, help="seed of the body-fit noise")
     ap.add_argument("--no-refine", action="store_true", help="skip ICON's body refinement")
     ap.add_argument("--fine-res", type=int, default=256)
@@ -102,12 +103,15 @@ def main(argv=None) -> None:
     else:
         samples = load_or_make_benchmark(args.root or ROOT / "data/benchmark", body=body).samples
     samples = samples[: args.n] if args.n else samples
+    pick = None if args.pick is None else {int(x) for x in args.pick.split(",")}
     rng = np.random.default_rng(args.seed)
     rows, pics = [], []
     for i, s in enumerate(samples):
         gt = s.params[:1]
         gv, gf = np.asarray(s.clothed_verts), np.asarray(s.clothed_faces)
-        fitted = perturb_params(gt, rng, NoiseConfig())
+        fitted = perturb_params(gt, rng, NoiseConfig())  # drawn for every sample: --pick sees the same bodies
+        if pick is not None and i not in pick:
+            continue
         with torch.no_grad():
             bv = body(fitted).vertices[0].numpy()
         row = {"sample": i, "archetype": s.archetype, "outfit": s.subject.outfit.describe(),

@@ -13,7 +13,8 @@ Per run (a run directory made with ``stages=[tracking,recon]``), mean over its r
   frame's surface is closed (each edge shared by exactly two faces).
 
 The last line is one JSON object: ``{"runs": [{"run", "recon_iou", "body_iou", "components", "watertight"}]}``.
-``--picture`` writes one row per run: input | predicted normals (front, back) | surface (normals) | overlay.
+``--picture`` writes one row per run: input | predicted normals (front, back) | [the ``--beside`` run's surface] |
+surface (normals) | overlay, faces pixelated.
 """
 
 from __future__ import annotations
@@ -98,14 +99,16 @@ def evaluate_run(run: Path, max_side: int = 512) -> tuple[dict, list]:
     return out, frames
 
 
-def picture(rows: list, path: Path, size: int = 256) -> None:
-    """One row per run: input crop | predicted front | predicted back | surface normals | surface over input."""
+def picture(rows: list, path: Path, size: int = 256, pixelate_faces: bool = True, others: list | None = None) -> None:
+    """One row per run: input crop | predicted front | predicted back | surface normals | surface over input
+    (faces pixelated in the photos unless ``pixelate_faces`` is False). ``others``: per row, another run's
+    frame (its surface is drawn before this run's: e.g. the ICON path beside the econ path), or None."""
     import imageio.v3 as iio
 
     from foundation.render import render_mesh
 
     out = []
-    for fr, maps_png, image, mask, cam in rows:
+    for r, (fr, maps_png, image, mask, cam) in enumerate(rows):
         img = np.asarray(image)
         ys, xs = np.nonzero(mask)
         sx, sy = img.shape[1] / mask.shape[1], img.shape[0] / mask.shape[0]
@@ -120,6 +123,15 @@ def picture(rows: list, path: Path, size: int = 256) -> None:
         nimg, cover = render_mesh(torch.as_tensor(fr.verts), torch.as_tensor(fr.faces), crop_cam, shading="normals")
         over = crop.copy()
         over[cover] = (0.45 * crop[cover] + 0.55 * nimg[cover]).astype(np.uint8)
+        if pixelate_faces:  # the top 14 % of the person (the head), in 8 px blocks
+            k = size / side
+            top = int(max(0, (ys.min() * sy - y0) * k))
+            bot = int(min(size, top + 0.14 * (ys.max() - ys.min()) * sy * k))
+            for im in (crop, over):
+                band = im[top:bot]
+                if band.size:
+                    small = band[::8, ::8]
+                    im[top:bot] = np.repeat(np.repeat(small, 8, 0), 8, 1)[: band.shape[0], : band.shape[1]]
         panels = [crop]
         if maps_png.exists():
             mp = iio.imread(maps_png)[..., :3]
@@ -128,6 +140,10 @@ def picture(rows: list, path: Path, size: int = 256) -> None:
                 p = torch.as_tensor(mp[:, j * S:(j + 1) * S]).permute(2, 0, 1)[None].float()
                 panels.append(torch.nn.functional.interpolate(p, size=(size, size), mode="nearest")[0]
                               .permute(1, 2, 0).byte().numpy())
+        other = others[r] if others else None
+        if other is not None:
+            panels.append(render_mesh(torch.as_tensor(other[0].verts), torch.as_tensor(other[0].faces), crop_cam,
+                                      shading="normals")[0])
         panels += [nimg, over]
         out.append(np.concatenate(panels, 1))
     w = max(r.shape[1] for r in out)
@@ -142,6 +158,8 @@ def main(argv=None) -> None:
     ap.add_argument("runs", nargs="+", type=Path, help="run directories (stages=[tracking,recon])")
     ap.add_argument("--max-side", type=int, default=512, help="render size: the long side, pixels")
     ap.add_argument("--picture", type=Path, default=None, help="write a picture of each run's first frame")
+    ap.add_argument("--beside", type=Path, nargs="*", default=None,
+                    help="runs whose surfaces the picture shows beside those of RUNS, in order (e.g. recon.surface=icon runs)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("warp").setLevel(logging.ERROR)
@@ -155,7 +173,10 @@ def main(argv=None) -> None:
               f"{res['body_iou']:.3f}  components {res['components']}  watertight {res['watertight']}  "
               f"({res['frames']} frames)", flush=True)
     if args.picture:
-        picture(pics, args.picture)
+        others = [evaluate_run(r, args.max_side)[1][0] for r in args.beside] if args.beside else None
+        if others is not None and len(others) < len(pics):
+            others += [None] * (len(pics) - len(others))
+        picture(pics, args.picture, others=others)
     print(json.dumps({"runs": [{k: r[k] for k in ("run", "recon_iou", "body_iou", "components", "watertight")}
                                for r in results]}))
 
