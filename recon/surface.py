@@ -244,6 +244,7 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
     t0 = time.perf_counter()
     R = int(cfg.integration.resolution)
     cam, person = crop_person(view, mask, R)
+    person = person.to(verts.device)
     if cfg.mask_dilate_px > 0:
         d = cfg.mask_dilate_px
         person = F.max_pool2d(person[None, None], 2 * d + 1, stride=1, padding=d)[0, 0]
@@ -256,21 +257,22 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
         front = torch.stack([_fill_nearest(c, valid) for c in front])
         back = torch.stack([_fill_nearest(c, valid) for c in back])
     v = verts.detach().float()
+    dev = v.device
     bnm = render_normal_maps(v, faces, cam)
-    bmask = torch.as_tensor(bnm.mask_front).bool()
-    pf, pb, pmask, integ = torch.as_tensor(bnm.depth_front), torch.as_tensor(bnm.depth_back), bmask, cfg.integration
+    bmask = torch.as_tensor(bnm.mask_front, device=dev).bool()
+    pf, pb = torch.as_tensor(bnm.depth_front, device=dev), torch.as_tensor(bnm.depth_back, device=dev)
+    pmask, integ = bmask, cfg.integration
     if cfg.prior == "icon" and prior_mesh is not None:
-        inm = render_normal_maps(torch.as_tensor(prior_mesh[0], dtype=torch.float32),
-                                 torch.as_tensor(prior_mesh[1], dtype=torch.long), cam)
+        inm = render_normal_maps(torch.as_tensor(prior_mesh[0], dtype=torch.float32, device=dev),
+                                 torch.as_tensor(prior_mesh[1], dtype=torch.long, device=dev), cam)
         # only where the ICON surface hugs the body (tight clothes): its torn pieces of a loose garment
         # far from the body would otherwise pull the integration onto them
-        bfz, bbz = torch.as_tensor(bnm.depth_front), torch.as_tensor(bnm.depth_back)
-        imask = (torch.as_tensor(inm.mask_front).bool() & bmask
-                 & ((torch.as_tensor(inm.depth_front) - bfz).abs() < cfg.prior_hug)
-                 & ((torch.as_tensor(inm.depth_back) - bbz).abs() < cfg.prior_hug))
+        idf, idb = torch.as_tensor(inm.depth_front, device=dev), torch.as_tensor(inm.depth_back, device=dev)
+        imask = (torch.as_tensor(inm.mask_front, device=dev).bool() & bmask
+                 & ((idf - pf).abs() < cfg.prior_hug) & ((idb - pb).abs() < cfg.prior_hug))
         # the ICON surface where it covers the pixel, the body's depth (at the far weight) elsewhere
-        pf = torch.where(imask, torch.as_tensor(inm.depth_front), _fill_nearest(pf, bmask))
-        pb = torch.where(imask, torch.as_tensor(inm.depth_back), _fill_nearest(pb, bmask))
+        pf = torch.where(imask, idf, _fill_nearest(pf, bmask))
+        pb = torch.where(imask, idb, _fill_nearest(pb, bmask))
         pmask = imask
         integ = replace(integ, prior_weight=cfg.prior_weight)
     elif cfg.prior not in ("icon", "body"):
@@ -278,8 +280,8 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
     depth = integrate_normals(front, back, pm, cam, pf, pb, pmask, integ)
     t1 = time.perf_counter()
     hands = [v[h.to(v.device)] for h in hand_masks] if (cfg.hands == "body" and hand_masks) else None
-    vol, lo, vstats = depth_volume(depth, person, torch.as_tensor(bnm.depth_front), torch.as_tensor(bnm.depth_back),
-                                   bmask, v, faces, cfg.voxel, hands, cfg.hand_radius, cfg.span_everywhere)
+    vol, lo, vstats = depth_volume(depth, person, torch.as_tensor(bnm.depth_front, device=dev),
+                                   torch.as_tensor(bnm.depth_back, device=dev), bmask, v, faces, cfg.voxel, hands, cfg.hand_radius, cfg.span_everywhere)
     t2 = time.perf_counter()
     mv, mf = mesh_from_volume(vol, lo, cfg.voxel, cfg.smooth_sigma, True, cfg.smooth_iters)
     stats = {**depth.stats, **vstats, "time_integrate_s": t1 - t0, "time_volume_s": t2 - t1,

@@ -128,6 +128,17 @@ def _garment_colors(rng: np.random.Generator, skin: tuple) -> dict:
     return {"color": c, "color2": c2, "pattern": pattern, "pattern_scale": float(rng.uniform(0.02, 0.07))}
 
 
+def _finish_outfit(rng: np.random.Generator, gs: list, skin: tuple, hair_c: tuple, seed) -> Outfit:
+    """Hair (85 % of subjects) on top of the garments ``gs``, iris and brow colours: the outfit."""
+    if rng.uniform() < 0.85:
+        gs.append(Garment("hair", thickness=float(rng.uniform(0.006, 0.025)), wrinkle_amp=float(rng.uniform(0.001, 0.004)),
+                          wrinkle_freq=float(rng.uniform(20, 40)), extent=float(rng.uniform(0.0, 1.0)),
+                          color=hair_c, color2=tuple(float(c) for c in np.clip(np.asarray(hair_c) * 1.4 + 0.03, 0, 1)),
+                          pattern="noise", pattern_scale=0.01, seed=seed()))
+    return Outfit(tuple(gs), skin, IRIS_COLORS[int(rng.integers(len(IRIS_COLORS)))],
+                  tuple(float(c) * 0.8 for c in hair_c))
+
+
 def random_outfit(rng: np.random.Generator) -> Outfit:
     """A random plausible outfit (top + trousers / shorts / skirt, or a dress; maybe a jacket, shoes, hair)."""
     skin = SKIN_TONES[int(rng.integers(len(SKIN_TONES)))]
@@ -169,13 +180,7 @@ def random_outfit(rng: np.random.Generator) -> Outfit:
                           wrinkle_amp=float(rng.uniform(0.002, 0.005)), wrinkle_freq=float(rng.uniform(6, 14)),
                           extent=float(rng.uniform(0.9, 0.97)), hem=float(rng.uniform(-0.15, -0.05)),
                           neck_depth=float(rng.uniform(0.0, 0.06)), seed=seed(), **_garment_colors(rng, skin)))
-    if rng.uniform() < 0.85:
-        gs.append(Garment("hair", thickness=float(rng.uniform(0.006, 0.025)), wrinkle_amp=float(rng.uniform(0.001, 0.004)),
-                          wrinkle_freq=float(rng.uniform(20, 40)), extent=float(rng.uniform(0.0, 1.0)),
-                          color=hair_c, color2=tuple(float(c) for c in np.clip(np.asarray(hair_c) * 1.4 + 0.03, 0, 1)),
-                          pattern="noise", pattern_scale=0.01, seed=seed()))
-    return Outfit(tuple(gs), skin, IRIS_COLORS[int(rng.integers(len(IRIS_COLORS)))],
-                  tuple(float(c) * 0.8 for c in hair_c))
+    return _finish_outfit(rng, gs, skin, hair_c, seed)
 
 
 #: Loose styles of :func:`random_loose_outfit` (garments 15-40 cm from the body at their ends).
@@ -236,13 +241,7 @@ def random_loose_outfit(rng: np.random.Generator, style: str | None = None) -> O
                           extent=float(rng.uniform(0.9, 0.98)), hem=float(rng.uniform(-0.16, -0.1)),
                           neck_depth=float(rng.uniform(0.03, 0.06)) if style == "open_coat" else 0.0,
                           seed=seed(), **coat_colors))
-    if rng.uniform() < 0.85:
-        gs.append(Garment("hair", thickness=float(rng.uniform(0.006, 0.025)), wrinkle_amp=float(rng.uniform(0.001, 0.004)),
-                          wrinkle_freq=float(rng.uniform(20, 40)), extent=float(rng.uniform(0.0, 1.0)),
-                          color=hair_c, color2=tuple(float(c) for c in np.clip(np.asarray(hair_c) * 1.4 + 0.03, 0, 1)),
-                          pattern="noise", pattern_scale=0.01, seed=seed()))
-    return Outfit(tuple(gs), skin, IRIS_COLORS[int(rng.integers(len(IRIS_COLORS)))],
-                  tuple(float(c) * 0.8 for c in hair_c))
+    return _finish_outfit(rng, gs, skin, hair_c, seed)
 
 
 # ------------------------------------------------------------------------------------- body regions

@@ -292,7 +292,7 @@ def test_auto_surface_follows_a_skirt_with_econ(anny_body):
     img = np.zeros((S, S, 3), np.uint8)
     img[skirt > 0] = (60, 90, 160)
     img[body_mask > 0] = (200, 120, 60)
-    cfg = ReconConfig(refine=RefineConfig(iters=0))
+    cfg = ReconConfig(surface="auto", refine=RefineConfig(iters=0))
     net, imp = load_models(cfg)
     assert isinstance(imp, type(load_implicit(CHECKPOINT_DIR / "implicit.safetensors")))
     res = reconstruct_frame(img, skirt, cam, p, anny_body, net, imp, cfg)
