@@ -124,9 +124,10 @@ def _from_d(d: torch.Tensor, camera: Camera) -> torch.Tensor:
 
 
 def boundary_pixels(mask: torch.Tensor) -> torch.Tensor:
-    """(H, W) bool: mask pixels with a 4-neighbour outside the mask (or on the image border)."""
+    """(H, W) bool: mask pixels with a 4-neighbour inside the image but outside the mask (a person cut by
+    the image border is not closed along it)."""
     m = mask.bool()
-    p = torch.nn.functional.pad(m[None, None].float(), (1, 1, 1, 1))[0, 0].bool()
+    p = torch.nn.functional.pad(m[None, None].float(), (1, 1, 1, 1), value=1.0)[0, 0].bool()
     inner = p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
     return m & ~inner
 
@@ -176,25 +177,28 @@ def _pairs(idx: torch.Tensor, mask: torch.Tensor, dy: int, dx: int) -> tuple[tor
 
 def integrate_normals(front: torch.Tensor, back: torch.Tensor, mask: torch.Tensor, camera: Camera,
                       prior_front: torch.Tensor, prior_back: torch.Tensor, prior_mask: torch.Tensor,
-                      cfg: IntegrationConfig = IntegrationConfig()) -> DepthMaps:
+                      cfg: IntegrationConfig = IntegrationConfig(), prior_weights: torch.Tensor | None = None
+                      ) -> DepthMaps:
     """d-BiNI: integrate front and back normal maps into depth maps that meet on the silhouette.
 
     Args:
         front, back: (3, H, W) clothed normals of the first / last surface, view frame.
         mask: (H, W) bool, pixels to integrate (the person).  camera: the maps' camera (H x W).
         prior_front, prior_back: (H, W) camera z (metres) of the body's first / last surface.
-        prior_mask: (H, W) bool, where the body covers the pixel (prior depths valid).
+        prior_mask: (H, W) bool, where the prior depths are valid (e.g. the body covers the pixel).
         cfg: :class:`IntegrationConfig`.
+        prior_weights: (H, W) weight of the prior at the ``prior_mask`` pixels (default: ``cfg.prior_weight``).
 
     Returns:
-        :class:`DepthMaps`. Every 4-connected region of ``mask`` is anchored to the body's depth (the
-        nearest body pixel's, weakly, off the body); ``front <= back - min_thickness`` everywhere.
+        :class:`DepthMaps`. Every 4-connected region of ``mask`` is anchored to the prior's depth (the
+        nearest valid pixel's, at ``cfg.far_prior_weight``, off ``prior_mask``); inside ``mask``,
+        ``front <= back - min_thickness``.
     """
     dev = front.device
     mask = mask.bool().to(dev)
     H, W = mask.shape
     if not bool(prior_mask.any()):
-        raise ValueError("integrate_normals: the body covers no pixel of the view (no depth prior)")
+        raise ValueError("integrate_normals: the prior covers no pixel of the view (no depth prior; is the body in the crop?)")
     N = int(mask.sum())
     if N == 0:
         raise ValueError("integrate_normals: the mask is empty")
@@ -209,8 +213,9 @@ def integrate_normals(front: torch.Tensor, back: torch.Tensor, mask: torch.Tenso
     _, (iy, ix) = distance_transform_edt(~pm, return_indices=True)
     iy, ix = torch.as_tensor(iy, device=dev), torch.as_tensor(ix, device=dev)
     on_body = prior_mask.bool().to(dev)[ys, xs]
-    lam = torch.where(on_body, torch.full_like(on_body, cfg.prior_weight, dtype=torch.float32),
-                      torch.full_like(on_body, cfg.far_prior_weight, dtype=torch.float32))
+    near = (torch.full((N,), cfg.prior_weight, device=dev) if prior_weights is None
+            else prior_weights.float().to(dev)[ys, xs])
+    lam = torch.where(on_body, near, torch.full_like(near, cfg.far_prior_weight))
     d0 = []
     grads = []
     coss = []

@@ -60,7 +60,7 @@ class ReconConfig:
         ``loose_distance`` metres outside the body's silhouette (loose clothing), or whose ICON surface
         covers the person mask with an IoU below ``icon_min_iou`` (in the crop), else "icon" (each path
         wins its own benchmark set: ``tools/bench_recon.py --set loose`` / ``--set default``).
-    loose_fraction, loose_distance, icon_min_iou: the "auto" rule.
+    loose_fraction, loose_distance, icon_min_iou: the "auto" rule (``icon_min_iou`` 0 = that test off).
     econ: settings of the "econ" surface.
     extract: coarse-to-fine surface extraction of the "icon" surface.
     carve_dilate_px: the occupancy is capped by the person mask (dilated by this many full-frame
@@ -188,7 +188,12 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
                 occ = implicit.occupancy(feats)
                 return occ if carve is None else torch.minimum(occ, carve(points))
 
-        v, f, estats = extract_surface(occ_fn, verts, faces, cfg.extract)
+        try:
+            v, f, estats = extract_surface(occ_fn, verts, faces, cfg.extract)
+        except RuntimeError as e:  # an empty ICON surface: fatal for icon, econ falls back to the body prior
+            if surface == "icon":
+                raise
+            log.warning("recon: the ICON surface (econ's depth prior) is empty (%s); using the body's depth", e)
     if cfg.surface == "auto" and surface == "icon":  # ICON's surface misses part of the person: econ
         from foundation.geometry.raycast import raycast
 

@@ -241,6 +241,10 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
     from foundation.geometry.raycast import render_normal_maps
     from recon.mesh import mesh_from_volume
 
+    if cfg.hands not in ("body", "maps"):
+        raise ValueError(f"SurfaceConfig.hands must be 'body' or 'maps', got {cfg.hands!r}")
+    if cfg.prior not in ("icon", "body"):
+        raise ValueError(f"SurfaceConfig.prior must be 'icon' or 'body', got {cfg.prior!r}")
     t0 = time.perf_counter()
     R = int(cfg.integration.resolution)
     cam, person = crop_person(view, mask, R)
@@ -252,16 +256,18 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
     back = resample_normals(view.maps.clothed_back, R)
     pm = person > 0.5
     # pixels of the mask the coarse maps do not reach take the nearest predicted normal
-    valid = front.norm(dim=0) > 0.5
-    if bool((pm & ~valid).any()) and bool(valid.any()):
-        front = torch.stack([_fill_nearest(c, valid) for c in front])
-        back = torch.stack([_fill_nearest(c, valid) for c in back])
+    for name in ("front", "back"):
+        n = front if name == "front" else back
+        valid = n.norm(dim=0) > 0.5
+        if bool((pm & ~valid).any()) and bool(valid.any()):
+            n = torch.stack([_fill_nearest(c, valid) for c in n])
+        front, back = (n, back) if name == "front" else (front, n)
     v = verts.detach().float()
     dev = v.device
     bnm = render_normal_maps(v, faces, cam)
     bmask = torch.as_tensor(bnm.mask_front, device=dev).bool()
     pf, pb = torch.as_tensor(bnm.depth_front, device=dev), torch.as_tensor(bnm.depth_back, device=dev)
-    pmask, integ = bmask, cfg.integration
+    pmask, integ, weights = bmask, cfg.integration, None
     if cfg.prior == "icon" and prior_mesh is not None:
         inm = render_normal_maps(torch.as_tensor(prior_mesh[0], dtype=torch.float32, device=dev),
                                  torch.as_tensor(prior_mesh[1], dtype=torch.long, device=dev), cam)
@@ -270,14 +276,13 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
         idf, idb = torch.as_tensor(inm.depth_front, device=dev), torch.as_tensor(inm.depth_back, device=dev)
         imask = (torch.as_tensor(inm.mask_front, device=dev).bool() & bmask
                  & ((idf - pf).abs() < cfg.prior_hug) & ((idb - pb).abs() < cfg.prior_hug))
-        # the ICON surface where it covers the pixel, the body's depth (at the far weight) elsewhere
-        pf = torch.where(imask, idf, _fill_nearest(pf, bmask))
-        pb = torch.where(imask, idb, _fill_nearest(pb, bmask))
-        pmask = imask
-        integ = replace(integ, prior_weight=cfg.prior_weight)
-    elif cfg.prior not in ("icon", "body"):
-        raise ValueError(f"SurfaceConfig.prior must be 'icon' or 'body', got {cfg.prior!r}")
-    depth = integrate_normals(front, back, pm, cam, pf, pb, pmask, integ)
+        # the ICON surface where it hugs the body (at prior_weight), the body's depth on the rest of the body
+        # (at integration.prior_weight), the nearest of those (at integration.far_prior_weight) elsewhere
+        pf = torch.where(imask, idf, pf)
+        pb = torch.where(imask, idb, pb)
+        pmask = imask | bmask
+        weights = torch.where(imask, torch.full_like(pf, cfg.prior_weight), torch.full_like(pf, integ.prior_weight))
+    depth = integrate_normals(front, back, pm, cam, pf, pb, pmask, integ, weights)
     t1 = time.perf_counter()
     hands = [v[h.to(v.device)] for h in hand_masks] if (cfg.hands == "body" and hand_masks) else None
     vol, lo, vstats = depth_volume(depth, person, torch.as_tensor(bnm.depth_front, device=dev),

@@ -60,7 +60,8 @@ class Garment:
             height above the pelvis (m).
         flare: skirts: radius growth per metre downwards; trousers: extra offset at the leg end (m).
         neck_depth: tops: depth of the neckline in front (m); jacket: half-width of the open front (m);
-            skirt: half-width of an open front (m, 0 = closed; the open long coat).
+            skirt: scale of the half-width of an open front (m, 0 = closed; the open long coat): 0.6x at
+            the waist, 1.4x at the hem.
         color, color2: RGB in [0, 1]; ``pattern`` one of :data:`PATTERNS` with period ``pattern_scale`` (m).
         seed: noise seed.
     """

@@ -126,7 +126,7 @@ def main(argv=None) -> None:
             row[m] = surface_metrics(res.verts, res.faces, gv, gf)
             for k in ("loose_fraction", "icon_iou", "surface_econ"):
                 if k in res.stats:
-                    row[k] = res.stats[k]
+                    row[f"{m}_{k}"] = res.stats[k]
             meshes[m] = (res.verts, res.faces, res.view)
         rows.append(row)
         print(f"[{i}] {s.archetype:>12s} " + " | ".join(
@@ -146,6 +146,8 @@ def main(argv=None) -> None:
             pics.append(np.concatenate([up(img), up(_nrm(view.maps.clothed_front)), up(_nrm(view.maps.clothed_back))]
                                        + [_render(meshes[m][0], meshes[m][1], cam) for m in methods]
                                        + [_render(gv, gf, cam), _render(bv, body.faces, cam)], 1))
+    if not rows:
+        raise SystemExit(f"bench_recon: no sample selected (--pick {args.pick} of {len(samples)})")
     keys = ("chamfer_cm", "p2s_cm", "normal_consistency")
     out = {"set": args.set, "samples": len(rows), "methods": {}, "seconds_per_frame": {}}
     for k in ["body"] + methods:

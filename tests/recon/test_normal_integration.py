@@ -68,10 +68,10 @@ def test_tilted_plane_is_linear():
     dm = integrate_normals(normals, -normals, mask, cam, prior, prior + 0.2, mask,
                            IntegrationConfig(boundary_weight=0.0, k=0.0, prior_weight=1e-6, cg_tol=1e-8, cg_iters=3000))
     z = dm.front[5:25, 5:35]
-    # view frame +y is up (-v): dz/du = -n_x/n_z / fx, dz/dv = -n_y(cv)/n_z(cv) / fy = -n_y/n_z / fy
+    # d = fx z: dz/du = d_u / fx, dz/dv = d_v / fx (d_v already carries fx / fy)
     gu, gv, _ = normal_gradients(normals, cam)
     np.testing.assert_allclose((z[:, 1:] - z[:, :-1]).numpy(), float(gu[0, 0]) / cam.fx, atol=1e-4)
-    np.testing.assert_allclose((z[1:] - z[:-1]).numpy(), float(gv[0, 0]) / cam.fy, atol=1e-4)
+    np.testing.assert_allclose((z[1:] - z[:-1]).numpy(), float(gv[0, 0]) / cam.fx, atol=1e-4)
     assert float(gu[0, 0]) * float(n_view[0]) > 0  # a surface turned to +x recedes towards +u (a sphere's right side)
 
 

@@ -135,5 +135,5 @@ def test_open_coat_hull_leaves_the_front_open(anny_body, rest_body):
     dc, do = hull_c(p), hull_o(p)
     assert bool((dc < 0).any())  # the closed coat is there in front
     assert bool((do[z_front > hull_c.cz + 0.02] > 0).all())  # the open one is not
-    side = torch.stack([torch.full((200,), 0.0), torch.full((200,), y), torch.linspace(hull_c.cz - 0.6, hull_c.cz, 200)], -1)
-    assert bool((hull_o(side) < 0).any())  # its back is still closed
+    back = torch.stack([torch.full((200,), 0.0), torch.full((200,), y), torch.linspace(hull_c.cz - 0.6, hull_c.cz, 200)], -1)
+    assert bool((hull_o(back) < 0).any())  # its back is still closed
