@@ -57,7 +57,7 @@ class SurfaceConfig:
     integration: IntegrationConfig = field(default_factory=IntegrationConfig)
     voxel: float = 0.006
     smooth_sigma: float = 0.006
-    smooth_iters: int = 10
+    smooth_iters: int = 25
     hands: str = "body"
     hand_radius: float = 0.03
     mask_dilate_px: int = 0
