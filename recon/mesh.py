@@ -169,10 +169,11 @@ def extract_surface(occ_fn: OccFn, body_verts: torch.Tensor, faces: torch.Tensor
             n_net += n
             n_eval += idx.shape[0]
     stats = {"points_evaluated": n_eval, "network_points": n_net, "dense_equivalent": (r + 1) ** 3}
-    if not (float(vol.min()) < 0.5 < float(vol.max())):
-        raise RuntimeError("extract_surface: the occupancy never crosses 0.5 around the body (empty surface); "
-                           "check the implicit checkpoint and the body fit")
-    verts, tris = mesh_from_volume(vol.numpy(), lo.numpy(), step, cfg.smooth_sigma, cfg.keep_largest, cfg.smooth_iters)
+    try:
+        verts, tris = mesh_from_volume(vol.numpy(), lo.numpy(), step, cfg.smooth_sigma, cfg.keep_largest,
+                                       cfg.smooth_iters)
+    except RuntimeError as e:
+        raise RuntimeError(f"extract_surface: {e}; check the implicit checkpoint and the body fit") from None
     log.debug("extract_surface: %s", stats)
     return verts, tris, stats
 

@@ -28,7 +28,7 @@ import torch
 from foundation.camera import CV_TO_VIEW, Camera
 
 __all__ = ["IntegrationConfig", "DepthMaps", "normal_gradients", "integrate_normals", "conjugate_gradient",
-           "boundary_pixels"]
+           "boundary_pixels", "fill_nearest"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,17 @@ def _from_d(d: torch.Tensor, camera: Camera) -> torch.Tensor:
     return d / camera.fx if camera.ortho else torch.exp(d / camera.fx)
 
 
+def fill_nearest(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) values copied from the nearest ``valid`` (H, W) pixel where not valid (one distance
+    transform for all leading channels); unchanged if no pixel is valid."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not bool(valid.any()):
+        return values
+    _, (iy, ix) = distance_transform_edt(~valid.bool().cpu().numpy(), return_indices=True)
+    return values[..., torch.as_tensor(iy, device=values.device), torch.as_tensor(ix, device=values.device)]
+
+
 def boundary_pixels(mask: torch.Tensor) -> torch.Tensor:
     """(H, W) bool: mask pixels with a 4-neighbour inside the image but outside the mask (a person cut by
     the image border is not closed along it)."""
@@ -206,12 +217,8 @@ def integrate_normals(front: torch.Tensor, back: torch.Tensor, mask: torch.Tenso
     idx[mask] = torch.arange(N, device=dev)
     ys, xs = mask.nonzero(as_tuple=True)
 
-    # depth prior: the body where it covers the pixel, else the nearest body pixel's (weakly)
-    from scipy.ndimage import distance_transform_edt
-
-    pm = prior_mask.bool().cpu().numpy()
-    _, (iy, ix) = distance_transform_edt(~pm, return_indices=True)
-    iy, ix = torch.as_tensor(iy, device=dev), torch.as_tensor(ix, device=dev)
+    # depth prior: valid where prior_mask, else the nearest valid pixel's (weakly)
+    priors = fill_nearest(torch.stack([prior_front, prior_back]).float().to(dev), prior_mask.to(dev))
     on_body = prior_mask.bool().to(dev)[ys, xs]
     near = (torch.full((N,), cfg.prior_weight, device=dev) if prior_weights is None
             else prior_weights.float().to(dev)[ys, xs])
@@ -219,9 +226,8 @@ def integrate_normals(front: torch.Tensor, back: torch.Tensor, mask: torch.Tenso
     d0 = []
     grads = []
     coss = []
-    for normals, prior in ((front, prior_front), (back, prior_back)):
-        pz = prior.float().to(dev)[iy[ys, xs], ix[ys, xs]]
-        d0.append(_to_d(pz, camera))
+    for normals, prior in ((front, priors[0]), (back, priors[1])):
+        d0.append(_to_d(prior[ys, xs], camera))
         gu, gv, cos = normal_gradients(normals.to(dev), camera, cfg.min_cos)
         grads.append((gu[ys, xs], gv[ys, xs]))
         coss.append(cos[ys, xs])

@@ -57,10 +57,8 @@ class ReconConfig:
         (:mod:`recon.surface`; follows loose garments anywhere inside the silhouette); "icon" evaluates
         the implicit MLP on local features in a band around the body (:mod:`recon.mesh`); "auto" takes
         "econ" for a frame whose person mask has more than ``loose_fraction`` of its pixels farther than
-        ``loose_distance`` metres outside the body's silhouette (loose clothing), or whose ICON surface
-        covers the person mask with an IoU below ``icon_min_iou`` (in the crop), else "icon" (each path
-        wins its own benchmark set: ``tools/bench_recon.py --set loose`` / ``--set default``).
-    loose_fraction, loose_distance, icon_min_iou: the "auto" rule (``icon_min_iou`` 0 = that test off).
+        ``loose_distance`` metres outside the body's silhouette (loose clothing), else "icon".
+    loose_fraction, loose_distance: the "auto" rule.
     econ: settings of the "econ" surface.
     extract: coarse-to-fine surface extraction of the "icon" surface.
     carve_dilate_px: the occupancy is capped by the person mask (dilated by this many full-frame
@@ -83,7 +81,6 @@ class ReconConfig:
     surface: str = "econ"
     loose_fraction: float = 0.05
     loose_distance: float = 0.05
-    icon_min_iou: float = 0.0
     econ: SurfaceConfig = field(default_factory=SurfaceConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     carve_dilate_px: int = 2
@@ -165,11 +162,10 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
         raise ValueError(f"ReconConfig.surface must be 'auto', 'econ' or 'icon', got {cfg.surface!r}")
     surface = cfg.surface
     if surface == "auto":  # loose clothing (person pixels far outside the body's silhouette) -> econ
+        from foundation.geometry.raycast import raycast
         from recon.surface import crop_person, loose_fraction
 
         cam_r, person = crop_person(view, mask, int(cfg.econ.integration.resolution))
-        from foundation.geometry.raycast import raycast
-
         with torch.no_grad():
             hits = raycast(verts.detach().float(), faces, cam_r)
         bm = torch.as_tensor(hits.mask).bool()
@@ -194,15 +190,6 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
             if surface == "icon":
                 raise
             log.warning("recon: the ICON surface (econ's depth prior) is empty (%s); using the body's depth", e)
-    if cfg.surface == "auto" and surface == "icon":  # ICON's surface misses part of the person: econ
-        from foundation.geometry.raycast import raycast
-
-        sil = torch.as_tensor(raycast(torch.as_tensor(v), torch.as_tensor(f), cam_r).mask).bool()
-        pm = person > 0.5
-        icon_iou = float((sil & pm).sum() / (sil | pm).sum().clamp(min=1))
-        stats["icon_iou"] = icon_iou
-        if icon_iou < cfg.icon_min_iou:
-            surface = "econ"
     stats["surface_econ"] = float(surface == "econ")
     if surface == "econ":
         from foundation.body.skeleton import hand_vertices

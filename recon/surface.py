@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from foundation.camera import Camera
 from recon.crop import CropBox, crop_image
-from recon.normal_integration import DepthMaps, IntegrationConfig, integrate_normals
+from recon.normal_integration import DepthMaps, IntegrationConfig, fill_nearest, integrate_normals
 
 __all__ = ["SurfaceConfig", "econ_surface", "depth_volume", "resample_normals", "loose_fraction", "crop_person"]
 
@@ -48,8 +48,6 @@ class SurfaceConfig:
         band around the body; it knows how far tight clothes sit from the body) where it covers the pixel,
         "body" = the refined body; the body's depth (weakly) elsewhere either way.
     prior_weight: the prior's weight where the ICON surface covers the pixel (``prior = "icon"``).
-    span_everywhere: off the body's silhouette, too, the body decides between the nearest body pixel's first
-        entry and last exit (False: the maps alone decide there).
     prior_hug: metres; the ICON surface is the prior only where its front and back depths are this close to
         the body's (elsewhere the body's depth, at the far weight).
     """
@@ -64,7 +62,6 @@ class SurfaceConfig:
     prior: str = "icon"
     prior_weight: float = 0.1
     prior_hug: float = 0.05
-    span_everywhere: bool = False
 
 
 def loose_fraction(person: torch.Tensor, body_mask: torch.Tensor, camera: Camera, body_depth: float,
@@ -107,16 +104,6 @@ def resample_normals(normals: torch.Tensor, size: int) -> torch.Tensor:
     return up / up.norm(dim=0, keepdim=True).clamp(min=1e-6) * (w > 1e-3).float()
 
 
-def _fill_nearest(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(H, W) values copied from the nearest valid pixel where not ``valid``."""
-    from scipy.ndimage import distance_transform_edt
-
-    if not bool(valid.any()):
-        return values
-    _, (iy, ix) = distance_transform_edt(~valid.cpu().numpy(), return_indices=True)
-    return values[torch.as_tensor(iy, device=values.device), torch.as_tensor(ix, device=values.device)]
-
-
 def _sample(maps: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """(C, H, W) maps at (N, 2) pixel positions, bilinear, border-clamped: (N, C)."""
     C, H, W = maps.shape
@@ -127,8 +114,8 @@ def _sample(maps: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tensor, body_back: torch.Tensor,
                  body_mask: torch.Tensor, body_verts: torch.Tensor, body_faces: torch.Tensor, voxel: float,
-                 hand_verts: list[torch.Tensor] | None = None, hand_radius: float = 0.03,
-                 span_everywhere: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+                 hand_verts: list[torch.Tensor] | None = None, hand_radius: float = 0.03
+                 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Occupancy volume stitched from front / back depth maps (module docstring, step 3-4).
 
     Args:
@@ -155,12 +142,10 @@ def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tenso
     hi = pts.max(0).values + 3 * voxel
     n = torch.ceil((hi - lo) / voxel).long() + 1
     # depth maps extended by the nearest valid pixel (bilinear samples at the silhouette stay meaningful)
-    zf = _fill_nearest(depth.front, m)
-    zb = _fill_nearest(depth.back, m)
     bm = body_mask.bool()
-    bf = _fill_nearest(body_front.float(), bm)
-    bb = _fill_nearest(body_back.float(), bm)
-    maps = torch.stack([zf, zb, bf, bb, bm.float(), person.float()])
+    maps = torch.cat([fill_nearest(torch.stack([depth.front, depth.back]), m),
+                      fill_nearest(torch.stack([body_front.float(), body_back.float()]), bm),
+                      torch.stack([bm.float(), person.float()])])
     vol = torch.zeros(int(n[0]), int(n[1]), int(n[2]))
     xs = lo[0] + voxel * torch.arange(int(n[0]), device=dev)
     ys = lo[1] + voxel * torch.arange(int(n[1]), device=dev)
@@ -175,24 +160,18 @@ def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tenso
         occ = (0.5 + torch.minimum(z - s[:, 0], s[:, 1] - z) / voxel).clamp(0, 1)
         occ = torch.minimum(occ, s[:, 5]) * inside_img.float()
         # along rays through the body: between its first entry and last exit the body decides
-        # (off the body, the nearest body pixel's span: two limbs seen one behind the other are not bridged
-        # where the body fit misses the mask by a few pixels)
-        span = (occ > 0) if span_everywhere else (s[:, 4] > 0.5) & (occ > 0)
+        span = (s[:, 4] > 0.5) & (occ > 0)
         shell = torch.maximum(0.5 + (s[:, 2] - z) / voxel, 0.5 + (z - s[:, 3]) / voxel).clamp(0, 1)
         need = span & (shell < 1)
-        if bool(need.any()):
-            k = need.nonzero()[:, 0]
-            sd = signed_distance(p[k], body_verts, body_faces).sdf
-            inner = torch.maximum(shell[k], (0.5 - sd / voxel).clamp(0, 1))
-            occ[k] = torch.minimum(occ[k], inner)
-            n_body += int(k.numel())
         # the body itself is always inside (within the person mask): depth maps that come out too flat
         # must not cut off a limb the normals cannot place (a leg behind the other, a forearm in front)
-        near_body = (s[:, 4] > 0.5) & (z > s[:, 2] - voxel) & (z < s[:, 3] + voxel) & (s[:, 5] > 0.5) & (occ < 1)
-        if bool(near_body.any()):
-            k = near_body.nonzero()[:, 0]
-            sd = signed_distance(p[k], body_verts, body_faces).sdf
-            occ[k] = torch.maximum(occ[k], torch.minimum((0.5 - sd / voxel).clamp(0, 1), s[k, 5]))
+        near_body = (s[:, 4] > 0.5) & (z > s[:, 2] - voxel) & (z < s[:, 3] + voxel) & (s[:, 5] > 0.5)
+        k = (need | near_body).nonzero()[:, 0]
+        if k.numel():  # one body distance query per point for both rules
+            body_occ = torch.zeros_like(occ)
+            body_occ[k] = (0.5 - signed_distance(p[k], body_verts, body_faces).sdf / voxel).clamp(0, 1)
+            occ = torch.where(need, torch.minimum(occ, torch.maximum(shell, body_occ)), occ)
+            occ = torch.where(near_body & (occ < 1), torch.maximum(occ, torch.minimum(body_occ, s[:, 5])), occ)
             n_body += int(k.numel())
         vol[i:i + 16] = occ.reshape(gx.shape).cpu()
     n_hand = 0
@@ -252,22 +231,21 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
     if cfg.mask_dilate_px > 0:
         d = cfg.mask_dilate_px
         person = F.max_pool2d(person[None, None], 2 * d + 1, stride=1, padding=d)[0, 0]
-    front = resample_normals(view.maps.clothed_front, R)
-    back = resample_normals(view.maps.clothed_back, R)
     pm = person > 0.5
-    # pixels of the mask the coarse maps do not reach take the nearest predicted normal
-    for name in ("front", "back"):
-        n = front if name == "front" else back
+
+    def normals_on(maps: torch.Tensor) -> torch.Tensor:
+        """Resampled to R; mask pixels the coarse map does not reach take the nearest predicted normal."""
+        n = resample_normals(maps, R)
         valid = n.norm(dim=0) > 0.5
-        if bool((pm & ~valid).any()) and bool(valid.any()):
-            n = torch.stack([_fill_nearest(c, valid) for c in n])
-        front, back = (n, back) if name == "front" else (front, n)
+        return fill_nearest(n, valid) if bool((pm & ~valid).any()) else n
+
+    front, back = normals_on(view.maps.clothed_front), normals_on(view.maps.clothed_back)
     v = verts.detach().float()
     dev = v.device
     bnm = render_normal_maps(v, faces, cam)
     bmask = torch.as_tensor(bnm.mask_front, device=dev).bool()
-    pf, pb = torch.as_tensor(bnm.depth_front, device=dev), torch.as_tensor(bnm.depth_back, device=dev)
-    pmask, integ, weights = bmask, cfg.integration, None
+    bf, bb = torch.as_tensor(bnm.depth_front, device=dev), torch.as_tensor(bnm.depth_back, device=dev)
+    pf, pb, pmask, integ, weights = bf, bb, bmask, cfg.integration, None
     if cfg.prior == "icon" and prior_mesh is not None:
         inm = render_normal_maps(torch.as_tensor(prior_mesh[0], dtype=torch.float32, device=dev),
                                  torch.as_tensor(prior_mesh[1], dtype=torch.long, device=dev), cam)
@@ -275,18 +253,17 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
         # far from the body would otherwise pull the integration onto them
         idf, idb = torch.as_tensor(inm.depth_front, device=dev), torch.as_tensor(inm.depth_back, device=dev)
         imask = (torch.as_tensor(inm.mask_front, device=dev).bool() & bmask
-                 & ((idf - pf).abs() < cfg.prior_hug) & ((idb - pb).abs() < cfg.prior_hug))
+                 & ((idf - bf).abs() < cfg.prior_hug) & ((idb - bb).abs() < cfg.prior_hug))
         # the ICON surface where it hugs the body (at prior_weight), the body's depth on the rest of the body
         # (at integration.prior_weight), the nearest of those (at integration.far_prior_weight) elsewhere
-        pf = torch.where(imask, idf, pf)
-        pb = torch.where(imask, idb, pb)
+        pf = torch.where(imask, idf, bf)
+        pb = torch.where(imask, idb, bb)
         pmask = imask | bmask
         weights = torch.where(imask, torch.full_like(pf, cfg.prior_weight), torch.full_like(pf, integ.prior_weight))
     depth = integrate_normals(front, back, pm, cam, pf, pb, pmask, integ, weights)
     t1 = time.perf_counter()
     hands = [v[h.to(v.device)] for h in hand_masks] if (cfg.hands == "body" and hand_masks) else None
-    vol, lo, vstats = depth_volume(depth, person, torch.as_tensor(bnm.depth_front, device=dev),
-                                   torch.as_tensor(bnm.depth_back, device=dev), bmask, v, faces, cfg.voxel, hands, cfg.hand_radius, cfg.span_everywhere)
+    vol, lo, vstats = depth_volume(depth, person, bf, bb, bmask, v, faces, cfg.voxel, hands, cfg.hand_radius)
     t2 = time.perf_counter()
     mv, mf = mesh_from_volume(vol, lo, cfg.voxel, cfg.smooth_sigma, True, cfg.smooth_iters)
     stats = {**depth.stats, **vstats, "time_integrate_s": t1 - t0, "time_volume_s": t2 - t1,

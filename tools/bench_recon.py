@@ -124,7 +124,7 @@ def main(argv=None) -> None:
                                     replace(cfg, surface=m))
             row["seconds"][m] = time.perf_counter() - t0
             row[m] = surface_metrics(res.verts, res.faces, gv, gf)
-            for k in ("loose_fraction", "icon_iou", "surface_econ"):
+            for k in ("loose_fraction", "surface_econ"):
                 if k in res.stats:
                     row[f"{m}_{k}"] = res.stats[k]
             meshes[m] = (res.verts, res.faces, res.view)

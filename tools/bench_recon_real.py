@@ -50,16 +50,10 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def mesh_topology(verts: np.ndarray, faces: np.ndarray) -> tuple[int, bool]:
     """(connected components, watertight) of a triangle mesh."""
     import trimesh
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
-    n = len(verts)
-    a = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
-    b = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-    used = np.unique(faces)
-    g = coo_matrix((np.ones_like(a, dtype=np.int8), (a, b)), shape=(n, n))
-    _, lab = connected_components(g, directed=False)
-    comps = len(np.unique(lab[used]))
+    from synthetic.implicit import component_labels
+
+    comps = len(np.unique(component_labels(faces, len(verts))))
     return comps, bool(trimesh.Trimesh(verts, faces, process=False).is_watertight)
 
 
