@@ -52,6 +52,8 @@ class NormalNet(nn.Module):
     def __init__(self, cfg: NormalNetConfig = NormalNetConfig()) -> None:
         super().__init__()
         self.cfg = cfg
+        #: crop side (px) the net was trained at (set from its checkpoint; None = unknown)
+        self.train_size: int | None = None
         widths = [min(cfg.width * 2**i, cfg.max_width) for i in range(cfg.levels + 1)]
         self.stem = nn.Sequential(nn.Conv2d(IN_CHANNELS, widths[0], 3, padding=1), nn.LeakyReLU(0.1, inplace=True))
         self.down = nn.ModuleList(
@@ -167,4 +169,6 @@ def load_normal_net(path: str | Path, device=None) -> NormalNet:
     cfg = NormalNetConfig(**meta.get("config", {}))
     model = NormalNet(cfg)
     load_into(model, state, path, "normal net")
+    size = meta.get("stats", {}).get("crop_size")
+    model.train_size = int(size) if size else None
     return model.to(device).eval()

@@ -49,7 +49,9 @@ class ReconConfig:
 
     normal_net_ckpt / implicit_ckpt: checkpoint paths; null = the committed ones in
         ``recon/checkpoints/`` (relative paths are tried against the working directory, then the package).
-    crop_size: ICON crop side in pixels (must match the normal net's training size).
+    crop_size: ICON crop side in pixels; null = the size the normal net was trained at (its checkpoint's
+        ``stats.crop_size``; 128 if the checkpoint does not say). The net is fully convolutional, but its
+        features are learned at one scale: another size is allowed (divisible by ``2**levels``) and warned of.
     crop_margin: crop box = margin * projected body box.
     refine: ICON body refinement (``iters = 0`` disables it).
     surface: how the clothed surface is built: "econ" integrates the predicted normal maps into front /
@@ -75,7 +77,7 @@ class ReconConfig:
 
     normal_net_ckpt: str | None = None
     implicit_ckpt: str | None = None
-    crop_size: int = 128
+    crop_size: int | None = None
     crop_margin: float = 1.15
     refine: RefineConfig = field(default_factory=RefineConfig)
     surface: str = "econ"
@@ -106,9 +108,18 @@ def load_models(cfg: ReconConfig) -> tuple[NormalNet, ImplicitNet]:
     """Load both networks named by the config (clear errors for missing / mismatched files)."""
     net = load_normal_net(resolve_checkpoint(cfg.normal_net_ckpt, DEFAULT_NORMAL_NET), cfg.device)
     imp = load_implicit(resolve_checkpoint(cfg.implicit_ckpt, DEFAULT_IMPLICIT), cfg.device)
-    if cfg.crop_size % net.multiple:
-        raise ValueError(f"ReconConfig.crop_size = {cfg.crop_size} must be divisible by {net.multiple}")
+    size = crop_size(cfg, net)
+    if size % net.multiple:
+        raise ValueError(f"ReconConfig.crop_size = {size} must be divisible by {net.multiple}")
+    if net.train_size is not None and size != net.train_size:
+        log.warning("recon: crop_size %d differs from the normal net's training size %d (features at another scale)",
+                    size, net.train_size)
     return net, imp
+
+
+def crop_size(cfg: ReconConfig, net: NormalNet) -> int:
+    """The ICON crop side (px): ``cfg.crop_size``, else the net's training size, else 128."""
+    return int(cfg.crop_size or net.train_size or 128)
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,13 +159,13 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
     t0 = time.perf_counter()
     if cfg.refine.iters > 0:
         params, view, rstats = refine_body(image, mask, camera, params, body, net, cfg.refine,
-                                           crop_size=cfg.crop_size, crop_margin=cfg.crop_margin)
+                                           crop_size=crop_size(cfg, net), crop_margin=cfg.crop_margin)
         stats.update(rstats)
         verts = body(params.to(dev)).vertices[0].detach()
     else:
         with torch.no_grad():
             verts = body(params.to(dev)).vertices[0]
-        view = prepare_view(image, mask, camera, verts, faces, cfg.crop_size, cfg.crop_margin)
+        view = prepare_view(image, mask, camera, verts, faces, crop_size(cfg, net), cfg.crop_margin)
         predict_clothed(net, view)
     t1 = time.perf_counter()
 

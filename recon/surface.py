@@ -31,7 +31,7 @@ from foundation.camera import Camera
 from recon.crop import CropBox, crop_image
 from recon.normal_integration import DepthMaps, IntegrationConfig, fill_nearest, integrate_normals
 
-__all__ = ["SurfaceConfig", "econ_surface", "depth_volume", "resample_normals", "loose_fraction", "crop_person"]
+__all__ = ["SurfaceConfig", "econ_surface", "depth_volume", "resample_normals", "blur_normals", "loose_fraction", "crop_person"]
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,13 @@ class SurfaceConfig:
     integration: d-BiNI settings (:class:`recon.normal_integration.IntegrationConfig`).
     voxel: grid spacing of the stitched volume, metres.
     smooth_sigma: Gaussian filter of the volume (metres) before marching cubes; smooth_iters: Taubin steps.
+    normal_blur_px: Gaussian blur (sigma, integration pixels) of the predicted normal maps inside the person
+        mask before the integration (0 = off): per-pixel noise of the net otherwise becomes bumps.
     hands: "body" replaces the hands by the body's; "maps" keeps what the maps give.
     hand_radius: metres around the body's hands that the body replaces.
+    body_slack: metres; the body is always inside where it lies within this distance of the span between
+        the clothed front and back depth (inf = anywhere in the person mask): a limb the maps place too flat
+        is kept, a limb the (mis-posed) body puts far behind or before the clothed surface is not.
     mask_dilate_px: the person mask is dilated by this many integration pixels first (0 = off).
     prior: the depth prior of the integration: "icon" = the ICON implicit surface (:mod:`recon.mesh`, in its
         band around the body; it knows how far tight clothes sit from the body) where it covers the pixel,
@@ -56,8 +61,10 @@ class SurfaceConfig:
     voxel: float = 0.006
     smooth_sigma: float = 0.006
     smooth_iters: int = 25
+    normal_blur_px: float = 0.0
     hands: str = "body"
     hand_radius: float = 0.03
+    body_slack: float = float("inf")
     mask_dilate_px: int = 0
     prior: str = "icon"
     prior_weight: float = 0.1
@@ -104,6 +111,25 @@ def resample_normals(normals: torch.Tensor, size: int) -> torch.Tensor:
     return up / up.norm(dim=0, keepdim=True).clamp(min=1e-6) * (w > 1e-3).float()
 
 
+def blur_normals(normals: torch.Tensor, valid: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(3, H, W) unit normals blurred with a Gaussian of ``sigma`` px over the ``valid`` (H, W) pixels only
+    (a normalised convolution, so the silhouette does not pull in what lies outside), renormalised;
+    pixels outside ``valid`` are returned unchanged."""
+    if sigma <= 0:
+        return normals
+    r = max(1, int(np.ceil(3 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=normals.dtype, device=normals.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    w = valid.to(normals.dtype)[None]
+    a = torch.cat([normals * w, w])[:, None]  # (4, 1, H, W)
+    a = F.conv2d(F.pad(a, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    a = F.conv2d(F.pad(a, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))[:, 0]
+    n = a[:3] / a[3:].clamp(min=1e-6)
+    n = n / n.norm(dim=0, keepdim=True).clamp(min=1e-6)
+    return torch.where(valid.bool()[None], n, normals)
+
+
 def _sample(maps: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """(C, H, W) maps at (N, 2) pixel positions, bilinear, border-clamped: (N, C)."""
     C, H, W = maps.shape
@@ -114,8 +140,8 @@ def _sample(maps: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tensor, body_back: torch.Tensor,
                  body_mask: torch.Tensor, body_verts: torch.Tensor, body_faces: torch.Tensor, voxel: float,
-                 hand_verts: list[torch.Tensor] | None = None, hand_radius: float = 0.03
-                 ) -> tuple[np.ndarray, np.ndarray, dict]:
+                 hand_verts: list[torch.Tensor] | None = None, hand_radius: float = 0.03,
+                 body_slack: float = float("inf")) -> tuple[np.ndarray, np.ndarray, dict]:
     """Occupancy volume stitched from front / back depth maps (module docstring, step 3-4).
 
     Args:
@@ -125,6 +151,7 @@ def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tenso
         body_verts: (V, 3) world.  body_faces: (F, 3) long.  voxel: grid spacing, metres.
         hand_verts: per hand, (K, 3) world body vertices (the body replaces the volume within
             ``hand_radius`` of them), or None.
+        body_slack: the body is always inside only within this many metres of the front-back span.
 
     Returns:
         vol (X, Y, Z) float32 occupancy in [0, 1], lo (3,) world position of vol[0, 0, 0], stats.
@@ -166,6 +193,8 @@ def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tenso
         # the body itself is always inside (within the person mask): depth maps that come out too flat
         # must not cut off a limb the normals cannot place (a leg behind the other, a forearm in front)
         near_body = (s[:, 4] > 0.5) & (z > s[:, 2] - voxel) & (z < s[:, 3] + voxel) & (s[:, 5] > 0.5)
+        if body_slack != float("inf"):
+            near_body &= (z > s[:, 0] - body_slack) & (z < s[:, 1] + body_slack)
         k = (need | near_body).nonzero()[:, 0]
         if k.numel():  # one body distance query per point for both rules
             body_occ = torch.zeros_like(occ)
@@ -237,7 +266,8 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
         """Resampled to R; mask pixels the coarse map does not reach take the nearest predicted normal."""
         n = resample_normals(maps, R)
         valid = n.norm(dim=0) > 0.5
-        return fill_nearest(n, valid) if bool((pm & ~valid).any()) else n
+        n = fill_nearest(n, valid) if bool((pm & ~valid).any()) else n
+        return blur_normals(n, pm, cfg.normal_blur_px)
 
     front, back = normals_on(view.maps.clothed_front), normals_on(view.maps.clothed_back)
     v = verts.detach().float()
@@ -263,7 +293,8 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
     depth = integrate_normals(front, back, pm, cam, pf, pb, pmask, integ, weights)
     t1 = time.perf_counter()
     hands = [v[h.to(v.device)] for h in hand_masks] if (cfg.hands == "body" and hand_masks) else None
-    vol, lo, vstats = depth_volume(depth, person, bf, bb, bmask, v, faces, cfg.voxel, hands, cfg.hand_radius)
+    vol, lo, vstats = depth_volume(depth, person, bf, bb, bmask, v, faces, cfg.voxel, hands, cfg.hand_radius,
+                                   cfg.body_slack)
     t2 = time.perf_counter()
     mv, mf = mesh_from_volume(vol, lo, cfg.voxel, cfg.smooth_sigma, True, cfg.smooth_iters)
     stats = {**depth.stats, **vstats, "time_integrate_s": t1 - t0, "time_volume_s": t2 - t1,

@@ -55,6 +55,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=123, help="seed of the body-fit noise")
     ap.add_argument("--no-refine", action="store_true", help="skip ICON's body refinement")
     ap.add_argument("--fine-res", type=int, default=256)
+    ap.add_argument("--crop-size", type=int, default=None, help="ICON crop side (default: the normal net's training size)")
     ap.add_argument("--band", type=float, default=None, help="override ExtractConfig.band (m)")
     ap.add_argument("--smooth-iters", type=int, default=None, help="override ExtractConfig.smooth_iters")
     ap.add_argument("--smooth-sigma", type=float, default=None, help="override ExtractConfig.smooth_sigma")
@@ -84,7 +85,7 @@ def main(argv=None) -> None:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     body = build_body_model()
     base = ReconConfig()
-    cfg = ReconConfig(normal_net_ckpt=args.normal_net, implicit_ckpt=args.implicit,
+    cfg = ReconConfig(normal_net_ckpt=args.normal_net, implicit_ckpt=args.implicit, crop_size=args.crop_size,
                       extract=ExtractConfig(**{**base.extract.__dict__, "fine_res": args.fine_res,
                                                "band": base.extract.band if args.band is None else args.band,
                                                "smooth_iters": base.extract.smooth_iters if args.smooth_iters is None

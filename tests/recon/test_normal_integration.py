@@ -151,3 +151,54 @@ def test_stitched_sphere_is_one_closed_surface():
     sil = torch.as_tensor(raycast(torch.as_tensor(v), torch.as_tensor(f), cam).mask).bool()
     iou = float((sil & mask).sum() / (sil | mask).sum())
     assert iou > 0.95
+
+
+def test_blur_normals_denoises_inside_the_mask_only():
+    """The masked blur brings noisy sphere normals closer to the true ones, keeps a constant field, stays unit
+    length, and leaves pixels outside the mask as they were (sigma 0: the input itself)."""
+    from recon.surface import blur_normals
+
+    cam = CAMERAS["ortho"]
+    mask, nf, _, _, _, _ = _sphere_maps(cam, 0.5)
+    g = torch.Generator().manual_seed(0)
+    noisy = nf + 0.15 * torch.randn(nf.shape, generator=g) * mask
+    noisy = torch.where(mask, noisy / noisy.norm(dim=0, keepdim=True).clamp(min=1e-6), noisy)
+    out = blur_normals(noisy, mask, 1.5)
+    inner = mask & ~boundary_pixels(mask)
+
+    def err(n):
+        return float(torch.rad2deg(torch.acos((n * nf).sum(0).clamp(-1, 1)))[inner].mean())
+
+    assert err(out) < 0.6 * err(noisy)
+    assert torch.allclose(out.norm(dim=0)[mask], torch.ones(int(mask.sum())), atol=1e-5)
+    assert torch.equal(out[:, ~mask], noisy[:, ~mask])
+    assert blur_normals(noisy, mask, 0.0) is noisy
+    const = torch.zeros_like(nf)
+    const[2] = 1.0
+    assert torch.allclose(blur_normals(const, mask, 2.0), const, atol=1e-6)
+
+
+def test_body_slack_cuts_a_body_part_far_behind_the_clothed_back():
+    """A mis-posed body part poking 15 cm out of the back of the clothed surface: kept with the default
+    (the body is always inside within the mask), cut with a 3 cm slack."""
+    import trimesh
+
+    from foundation.geometry.raycast import render_normal_maps
+    from recon.mesh import mesh_from_volume
+    from recon.surface import depth_volume
+
+    cam = CAMERAS["perspective"]
+    mask, nf, nb, z1, z2, _ = _sphere_maps(cam, 0.4)
+    dm = integrate_normals(nf, nb, mask, cam, z1, z2, mask, IntegrationConfig())
+    body = trimesh.creation.icosphere(2, radius=0.1)
+    bv = torch.as_tensor(body.vertices, dtype=torch.float32) + torch.tensor([0.0, 0.0, -0.45])  # behind: camera on +z
+    bf = torch.as_tensor(body.faces, dtype=torch.long)
+    bn = render_normal_maps(bv, bf, cam)
+    args = (dm, mask.float(), torch.as_tensor(bn.depth_front), torch.as_tensor(bn.depth_back),
+            torch.as_tensor(bn.mask_front).bool(), bv, bf, 0.01)
+    depths = {}
+    for slack in (float("inf"), 0.03):
+        v, f = mesh_from_volume(*depth_volume(*args, body_slack=slack)[:2], 0.01, smooth_sigma=0.005, smooth_iters=5)
+        depths[slack] = float(-v[:, 2].min())
+    assert depths[float("inf")] > 0.5  # the body's part reaches 0.55 m behind the centre
+    assert depths[0.03] < 0.46  # the sphere's back (0.4 m) + the slack + a voxel

@@ -306,3 +306,31 @@ def test_auto_surface_follows_a_skirt_with_econ(anny_body):
     assert iou > 0.9 and iou > body_iou + 0.1
     plain = reconstruct_frame(img * (body_mask[..., None] > 0), body_mask, cam, p, anny_body, net, imp, cfg)
     assert plain.stats["surface_econ"] == 0.0
+
+
+def test_crop_size_comes_from_the_checkpoint(tmp_path, caplog):
+    """``crop_size = null`` takes the size the normal net was trained at (its sidecar's stats), 128 when the
+    sidecar does not say; an explicit size wins, a mismatch is warned of, a size the net cannot take is an error."""
+    import recon.stage as stage
+    from recon.implicit import ImplicitNet
+    from recon.normal_net import save_checkpoint
+
+    save_checkpoint(ImplicitNet(), tmp_path / "i.safetensors", {})
+    net = NormalNet(NormalNetConfig(width=8, levels=2, max_width=16))
+    save_checkpoint(net, tmp_path / "n96.safetensors", {"stats": {"crop_size": 96}})
+    save_checkpoint(net, tmp_path / "n.safetensors", {})
+
+    def cfg(name, size=None):
+        return stage.ReconConfig(normal_net_ckpt=str(tmp_path / name), implicit_ckpt=str(tmp_path / "i.safetensors"),
+                                 crop_size=size)
+
+    n96, _ = stage.load_models(cfg("n96.safetensors"))
+    assert n96.train_size == 96 and stage.crop_size(cfg("n96.safetensors"), n96) == 96
+    plain, _ = stage.load_models(cfg("n.safetensors"))
+    assert plain.train_size is None and stage.crop_size(cfg("n.safetensors"), plain) == 128
+    with caplog.at_level("WARNING", logger="recon.stage"):
+        stage.load_models(cfg("n96.safetensors", 64))
+    assert "differs from the normal net's training size 96" in caplog.text
+    assert stage.crop_size(cfg("n96.safetensors", 64), n96) == 64
+    with pytest.raises(ValueError, match="divisible by 4"):
+        stage.load_models(cfg("n96.safetensors", 66))
