@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from foundation.camera import Camera
 
-__all__ = ["CropBox", "body_crop", "crop_image", "sample_map"]
+__all__ = ["CropBox", "body_crop", "crop_image", "sample_map", "silhouette_carver"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +96,21 @@ def sample_map(maps: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear") -> 
     g = torch.stack([uv[:, 0] / W * 2 - 1, uv[:, 1] / H * 2 - 1], -1)[None, None]  # (1, 1, N, 2)
     return F.grid_sample(maps[None], g.to(maps.dtype), mode=mode, padding_mode="zeros",
                          align_corners=False)[0, :, 0].T
+
+
+def silhouette_carver(mask, camera: Camera, dilate_px: int, device=None):
+    """``f(points (N, 3) world) -> (N,)`` person-mask value in [0, 1] at the points' projections.
+
+    Args:
+        mask: (H, W) full-frame person mask in [0, 1].  camera: the frame's camera.
+        dilate_px: max-pool radius (pixels) applied to the mask first (tolerates segmentation errors).
+    """
+    m = torch.as_tensor(mask, dtype=torch.float32, device=device)[None]
+    if dilate_px > 0:
+        m = F.max_pool2d(m[None], 2 * dilate_px + 1, stride=1, padding=dilate_px)[0]
+
+    def fn(points: torch.Tensor) -> torch.Tensor:
+        uv, _ = camera.project(points)
+        return sample_map(m, uv)[:, 0]
+
+    return fn

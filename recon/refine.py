@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from foundation.body.model import BodyModel
 from foundation.body.params import SMPLXParams
 from foundation.camera import Camera
 from recon.features import to_chw
 from recon.normal_net import NormalNet
+from recon.surface import resample_normals
 from recon.views import FrameView, predict_clothed, prepare_view
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,10 @@ class RefineConfig:
     lr: Adam step for pose (rad) and translation (m, scaled by ``lr_transl``).
     w_normal, w_silhouette: data terms.  w_pose_prior, w_transl_prior, w_betas_prior: quadratic pull
     to the tracked parameters (per radian^2 / metre^2).  optimize_betas: also refine shape (off by
-    default: the clip shares one shape).  sigma: soft-silhouette edge width (pixels).
+    default: the clip shares one shape).  sigma: soft-silhouette edge width (pixels of ``loss_size``).
+    loss_size: side (px) of the maps the losses compare: the body is rendered at it and the predicted normals
+    and the mask are averaged down to it, so the fit does not change with the normal net's crop size
+    (null, or larger than the crop: the crop size).
     """
 
     iters: int = 30
@@ -49,6 +54,7 @@ class RefineConfig:
     w_betas_prior: float = 0.1
     optimize_betas: bool = False
     sigma: float = 1.0
+    loss_size: int | None = 128
 
 
 def render_body(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, sigma: float = 1.0
@@ -80,18 +86,33 @@ def refine_loss(verts: torch.Tensor, faces: torch.Tensor, view: FrameView, cfg: 
     Returns:
         scalar loss, dict of float parts.
     """
-    front, back, sil = render_body(verts, faces, view.box.camera, cfg.sigma)
-    mask = view.mask[0]
+    camera, mask, targets = _loss_maps(view, cfg.loss_size)
+    front, back, sil = render_body(verts, faces, camera, cfg.sigma)
     w = ((mask > 0.5) & (sil.detach() > 0.5)).float()
     denom = w.sum().clamp(min=1.0)
     l_n = verts.new_zeros(())
-    for n_body, target in ((front, view.maps.clothed_front), (back, view.maps.clothed_back)):
+    for n_body, target in zip((front, back), targets):
         l1 = ((n_body - target).abs().sum(0) * w).sum() / denom
         cos = ((1 - (n_body * target).sum(0)) * w).sum() / denom
         l_n = l_n + 0.5 * (l1 + cos)
     l_s = (sil - mask).abs().mean()
     loss = cfg.w_normal * l_n + cfg.w_silhouette * l_s
     return loss, {"normal": l_n.item(), "silhouette": l_s.item()}
+
+
+def _loss_maps(view: FrameView, size: int | None) -> tuple[Camera, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """The crop camera, person mask (S, S) and predicted clothed normals (3, S, S) front / back at ``size``.
+
+    Downsampling averages pixel blocks: the mask's values, the normals weighted by their validity (the zeros
+    off the person do not shrink them), renormalised.
+    """
+    cam, mask = view.box.camera, view.mask[0]
+    maps = (view.maps.clothed_front, view.maps.clothed_back)
+    if size is None or int(size) >= cam.width:
+        return cam, mask, maps
+    S = int(size)
+    m = F.interpolate(mask[None, None], size=(S, S), mode="area")[0, 0]
+    return cam.resized(S, S), m, (resample_normals(maps[0], S, "area"), resample_normals(maps[1], S, "area"))
 
 
 def refine_body(image: np.ndarray, mask: np.ndarray, camera: Camera, params: SMPLXParams, body: BodyModel,

@@ -22,6 +22,7 @@ from foundation.body.params import SMPLXParams
 from foundation.camera import Camera
 from foundation.logger import RunLogger
 from recon.artifact import FrameRecon, Recon
+from recon.crop import silhouette_carver
 from recon.features import point_features
 from recon.implicit import ImplicitNet, load_implicit
 from recon.keyframes import select_keyframes
@@ -34,7 +35,7 @@ from tracking.artifact import Tracks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconConfig", "FrameResult", "FrameCache", "cache_key", "run_recon", "run_recon_shard", "frames_to_reconstruct", "reconstruct_frame", "load_models", "silhouette_carver", "CHECKPOINT_DIR"]
+__all__ = ["ReconConfig", "FrameResult", "FrameCache", "cache_key", "run_recon", "run_recon_shard", "frames_to_reconstruct", "reconstruct_frame", "load_models", "crop_size", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_NORMAL_NET = "normal_net.safetensors"
@@ -215,28 +216,6 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
     stats.update(estats)
     stats.update({"time_refine_s": t1 - t0, "time_extract_s": t2 - t1, "num_verts": int(len(v))})
     return FrameResult(v, f, colors, params.detach().to("cpu"), view, stats)
-
-
-def silhouette_carver(mask: np.ndarray, camera, dilate_px: int, device=None):
-    """``f(points (N, 3) world) -> (N,)`` person-mask value in [0, 1] at the points' projections.
-
-    Args:
-        mask: (H, W) full-frame person mask in [0, 1].  camera: the frame's camera.
-        dilate_px: max-pool radius (pixels) applied to the mask first (tolerates segmentation errors).
-    """
-    import torch.nn.functional as F
-
-    from recon.crop import sample_map
-
-    m = torch.as_tensor(np.asarray(mask, np.float32), device=device)[None]
-    if dilate_px > 0:
-        m = F.max_pool2d(m[None], 2 * dilate_px + 1, stride=1, padding=dilate_px)[0]
-
-    def fn(points: torch.Tensor) -> torch.Tensor:
-        uv, _ = camera.project(points)
-        return sample_map(m, uv)[:, 0]
-
-    return fn
 
 
 def _maps_png(view: FrameView) -> np.ndarray:

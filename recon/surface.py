@@ -59,12 +59,12 @@ class SurfaceConfig:
 
     integration: IntegrationConfig = field(default_factory=IntegrationConfig)
     voxel: float = 0.006
-    smooth_sigma: float = 0.006
+    smooth_sigma: float = 0.012
     smooth_iters: int = 25
-    normal_blur_px: float = 0.0
+    normal_blur_px: float = 1.5
     hands: str = "body"
     hand_radius: float = 0.03
-    body_slack: float = float("inf")
+    body_slack: float = 0.05
     mask_dilate_px: int = 0
     prior: str = "icon"
     prior_weight: float = 0.1
@@ -97,17 +97,18 @@ def loose_fraction(person: torch.Tensor, body_mask: torch.Tensor, camera: Camera
     return float((p & far).sum() / p.sum())
 
 
-def resample_normals(normals: torch.Tensor, size: int) -> torch.Tensor:
-    """(3, S, S) normal map (zero off the surface) -> (3, size, size) unit normals, bilinear.
+def resample_normals(normals: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """(3, S, S) normal map (zero off the surface) -> (3, size, size) unit normals.
 
     Normals are averaged with their validity as weights (a normalised convolution), so the zeros off the
     surface do not shrink the vectors at the silhouette; pixels with no valid neighbour stay zero.
+    ``mode``: "bilinear" (up or down by small factors) or "area" (block averages, for downsampling).
     """
     n = normals.float()[None]
     valid = (n.norm(dim=1, keepdim=True) > 1e-6).float()
-    up = F.interpolate(n, size=(size, size), mode="bilinear", align_corners=False)[0]
-    w = F.interpolate(valid, size=(size, size), mode="bilinear", align_corners=False)[0]
-    up = up / w.clamp(min=1e-6)
+    kw = {"align_corners": False} if mode == "bilinear" else {}
+    a = F.interpolate(torch.cat([n * valid, valid], 1), size=(size, size), mode=mode, **kw)[0]
+    up, w = a[:3] / a[3:].clamp(min=1e-6), a[3:]
     return up / up.norm(dim=0, keepdim=True).clamp(min=1e-6) * (w > 1e-3).float()
 
 
@@ -203,9 +204,16 @@ def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tenso
             occ = torch.where(near_body & (occ < 1), torch.maximum(occ, torch.minimum(body_occ, s[:, 5])), occ)
             n_body += int(k.numel())
         vol[i:i + 16] = occ.reshape(gx.shape).cpu()
-    n_hand = 0
+    n_hand, hidden = 0, 0
     for hv in hand_verts or ():
         if not hv.numel():
+            continue
+        # a hand the clothed maps put inside the garment (under a skirt, in a pocket) is not replaced: the body
+        # would cut its own shape out of the cloth there
+        uv, z = cam.project(hv)
+        d = _sample(maps[:2], uv)
+        if float(((z > d[:, 0] + hand_radius) & (z < d[:, 1] - hand_radius)).float().mean()) > 0.5:
+            hidden += 1
             continue
         a = ((hv.min(0).values - hand_radius - lo) / voxel).floor().long().clamp(min=0).cpu()
         b = torch.minimum(((hv.max(0).values + hand_radius - lo) / voxel).ceil().long().cpu(), n.cpu() - 1)
@@ -219,7 +227,7 @@ def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tenso
         body_occ = (0.5 - signed_distance(p, body_verts, body_faces).sdf / voxel).clamp(0, 1)
         vol[sub[:, 0], sub[:, 1], sub[:, 2]] = body_occ.cpu()
         n_hand += int(sub.shape[0])
-    return vol.numpy(), lo.cpu().numpy(), {"volume_cells": int(n.prod()), "body_queries": n_body, "hand_cells": n_hand}
+    return vol.numpy(), lo.cpu().numpy(), {"volume_cells": int(n.prod()), "body_queries": n_body, "hand_cells": n_hand, "hands_hidden": hidden}
 
 
 def crop_person(view, mask: np.ndarray, size: int) -> tuple[Camera, torch.Tensor]:

@@ -202,3 +202,28 @@ def test_body_slack_cuts_a_body_part_far_behind_the_clothed_back():
         depths[slack] = float(-v[:, 2].min())
     assert depths[float("inf")] > 0.5  # the body's part reaches 0.55 m behind the centre
     assert depths[0.03] < 0.46  # the sphere's back (0.4 m) + the slack + a voxel
+
+
+def test_a_hand_inside_the_garment_is_not_replaced():
+    """The body's hand replaces the maps' volume where the maps put it on the surface, but a hand the maps
+    hold inside the garment (under a skirt) is left alone: no hole of the hand's shape is cut into the cloth."""
+    import trimesh
+
+    from foundation.geometry.raycast import render_normal_maps
+    from recon.surface import depth_volume
+
+    cam = CAMERAS["perspective"]
+    mask, nf, nb, z1, z2, _ = _sphere_maps(cam, 0.4)
+    dm = integrate_normals(nf, nb, mask, cam, z1, z2, mask, IntegrationConfig())
+    ball = trimesh.creation.icosphere(2, radius=0.05)
+    bf = torch.as_tensor(ball.faces, dtype=torch.long)
+    for centre, hidden in (((0.0, 0.0, 0.0), 1), ((0.0, 0.0, 0.4), 0)):  # deep inside / on the front surface
+        bv = torch.as_tensor(ball.vertices, dtype=torch.float32) + torch.tensor(centre)
+        bn = render_normal_maps(bv, bf, cam)
+        vol, lo, st = depth_volume(dm, mask.float(), torch.as_tensor(bn.depth_front), torch.as_tensor(bn.depth_back),
+                                   torch.as_tensor(bn.mask_front).bool(), bv, bf, 0.02, hand_verts=[bv],
+                                   hand_radius=0.03)
+        assert st["hands_hidden"] == hidden and (st["hand_cells"] == 0) == bool(hidden)
+        if hidden:  # the cloth around the hand stays filled
+            c = np.round((np.asarray(centre) + 0.07 - lo) / 0.02).astype(int)
+            assert vol[c[0], c[1], c[2]] > 0.99

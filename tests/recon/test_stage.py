@@ -334,3 +334,32 @@ def test_crop_size_comes_from_the_checkpoint(tmp_path, caplog):
     assert stage.crop_size(cfg("n96.safetensors", 64), n96) == 64
     with pytest.raises(ValueError, match="divisible by 4"):
         stage.load_models(cfg("n96.safetensors", 66))
+
+
+def test_refinement_losses_do_not_depend_on_the_crop_size(anny_body):
+    """With ``loss_size`` the losses of a 128 px view are those of a 64 px view of the same body: the body is
+    rendered at 64 px and the 128 px predictions and mask are averaged down (unit normals, mask in [0, 1])."""
+    from recon.refine import RefineConfig, _loss_maps, refine_loss
+    from recon.views import prepare_view
+
+    p_gt, cam = _scene(anny_body)
+    img, mask, v = _render(anny_body, p_gt, cam)
+    p = p_gt.clone()
+    p.transl[0] += torch.tensor([0.03, 0.0, 0.0])
+    with torch.no_grad():
+        moved = anny_body(p).vertices[0]
+    losses = {}
+    for size, loss_size in ((64, None), (128, 64), (128, None)):
+        view = prepare_view(img, mask, cam, v, anny_body.faces, size)
+        view.maps.clothed_front, view.maps.clothed_back = view.maps.body_front, view.maps.body_back
+        cam_l, m, (front, back) = _loss_maps(view, loss_size)
+        assert cam_l.width == (loss_size or size) and m.shape == (cam_l.height, cam_l.width)
+        n = front.norm(dim=0)
+        assert torch.allclose(n[n > 0], torch.ones(int((n > 0).sum())), atol=1e-4) and 0 <= float(m.min()) <= float(m.max()) <= 1
+        with torch.no_grad():
+            _, parts = refine_loss(moved, anny_body.faces, view, RefineConfig(loss_size=loss_size))
+        losses[(size, loss_size)] = parts
+    a, b, c = losses[(64, None)], losses[(128, 64)], losses[(128, None)]
+    assert abs(a["silhouette"] - b["silhouette"]) < 0.1 * a["silhouette"]
+    assert abs(a["normal"] - b["normal"]) < 0.15 * a["normal"]
+    assert abs(c["silhouette"] - a["silhouette"]) > abs(b["silhouette"] - a["silhouette"])  # 128 px differs more
