@@ -3,7 +3,8 @@
 ``recon.surface = "econ"`` (the alternative to ICON's implicit function, ``"icon"``). Per frame:
 
 1. the predicted clothed normal maps (front / back) are resampled to ``integration.resolution`` px in the
-   ICON crop, the person mask is cropped at that size from the full frame;
+   ICON crop (the committed net predicts at 256 px: no resampling) and blurred inside the person mask
+   (``normal_blur_px``), the person mask is cropped at that size from the full frame;
 2. :func:`recon.normal_integration.integrate_normals` turns them into front / back depth maps, with the
    refined body's depth as a soft prior and front = back on the silhouette;
 3. the two maps are stitched as an occupancy volume: a point is inside where its pixel is in the person
@@ -12,7 +13,8 @@
    the clothed back, are filled from the maps; in between (behind an arm, between the legs) the body
    itself decides (ECON_EX: what neither view sees comes from the body), so an arm in front of the torso
    is not bridged to it;
-4. the hands are replaced by the body's (the normals are unreliable there at this resolution, as ECON);
+4. the hands are replaced by the body's (the normals are unreliable there at this resolution, as ECON),
+   except a hand the maps hold inside the garment (under a skirt), which would cut its shape out of the cloth;
 5. marching cubes of the volume (:func:`recon.mesh.mesh_from_volume`), the largest component, Taubin smoothing.
 
 Nothing limits the surface to a band around the body: a skirt's hem or a coat's tail goes where the
@@ -151,7 +153,8 @@ def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tenso
         body_front, body_back: (H, W) camera z of the body's first / last surface; body_mask (H, W) bool.
         body_verts: (V, 3) world.  body_faces: (F, 3) long.  voxel: grid spacing, metres.
         hand_verts: per hand, (K, 3) world body vertices (the body replaces the volume within
-            ``hand_radius`` of them), or None.
+            ``hand_radius`` of them, unless most of them lie inside the maps' span by more than
+            ``hand_radius``: a hand under a skirt), or None.
         body_slack: the body is always inside only within this many metres of the front-back span.
 
     Returns:
