@@ -61,6 +61,8 @@ def main(argv=None) -> None:
     ap.add_argument("--smooth-sigma", type=float, default=None, help="override ExtractConfig.smooth_sigma")
     ap.add_argument("--econ", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recon.surface.SurfaceConfig field of the econ path (repeatable), e.g. voxel=0.005")
+    ap.add_argument("--refine", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a RefineConfig field (e.g. --refine w_silhouette=0.5); repeatable")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--normal-net", default=None, help="checkpoint (default: the committed one)")
     ap.add_argument("--implicit", default=None, help="checkpoint (default: the committed one)")
@@ -98,6 +100,11 @@ def main(argv=None) -> None:
 
         over = {k: ast.literal_eval(v) for k, v in (e.split("=", 1) for e in args.econ)}
         cfg = replace(cfg, econ=replace(cfg.econ, **over))
+    if args.refine:
+        import ast
+
+        over = {k: ast.literal_eval(v) for k, v in (e.split("=", 1) for e in args.refine)}
+        cfg = replace(cfg, refine=replace(cfg.refine, **over))
     net, imp = load_models(cfg)
     if args.set == "loose":
         samples = load_or_make_loose_set(args.root or ROOT / "data/benchmark_loose", body=body)
