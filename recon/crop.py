@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from foundation.camera import Camera
 
-__all__ = ["CropBox", "body_crop", "crop_image", "sample_map", "silhouette_carver"]
+__all__ = ["CropBox", "body_crop", "crop_image", "sample_map", "resample_normals", "silhouette_carver"]
 
 
 @dataclass(frozen=True)
@@ -114,3 +114,18 @@ def silhouette_carver(mask, camera: Camera, dilate_px: int, device=None):
         return sample_map(m, uv)[:, 0]
 
     return fn
+
+
+def resample_normals(normals: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """(3, S, S) normal map (zero off the surface) -> (3, size, size) unit normals.
+
+    Normals are averaged with their validity as weights (a normalised convolution), so the zeros off the
+    surface do not shrink the vectors at the silhouette; pixels with no valid neighbour stay zero.
+    ``mode``: "bilinear" (up or down by small factors) or "area" (block averages, for downsampling).
+    """
+    n = normals.float()[None]
+    valid = (n.norm(dim=1, keepdim=True) > 1e-6).float()
+    kw = {"align_corners": False} if mode == "bilinear" else {}
+    a = F.interpolate(torch.cat([n * valid, valid], 1), size=(size, size), mode=mode, **kw)[0]
+    up, w = a[:3] / a[3:].clamp(min=1e-6), a[3:]
+    return up / up.norm(dim=0, keepdim=True).clamp(min=1e-6) * (w > 1e-3).float()

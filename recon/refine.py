@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from foundation.body.model import BodyModel
 from foundation.body.params import SMPLXParams
 from foundation.camera import Camera
+from recon.crop import resample_normals
 from recon.features import to_chw
 from recon.normal_net import NormalNet
-from recon.surface import resample_normals
 from recon.views import FrameView, predict_clothed, prepare_view
 
 log = logging.getLogger(__name__)

@@ -23,17 +23,17 @@ normals and the silhouette put it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from foundation.camera import Camera
-from recon.crop import CropBox, crop_image
+from recon.crop import CropBox, crop_image, resample_normals
 from recon.normal_integration import DepthMaps, IntegrationConfig, fill_nearest, integrate_normals
 
-__all__ = ["SurfaceConfig", "econ_surface", "depth_volume", "resample_normals", "blur_normals", "loose_fraction", "crop_person"]
+__all__ = ["SurfaceConfig", "econ_surface", "depth_volume", "blur_normals", "loose_fraction", "crop_person"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ class SurfaceConfig:
         "body" = the refined body; the body's depth (weakly) elsewhere either way.
     prior_weight: the prior's weight where the ICON surface covers the pixel (``prior = "icon"``).
     prior_hug: metres; the ICON surface is the prior only where its front and back depths are this close to
-        the body's (elsewhere the body's depth, at the far weight).
+        the body's (elsewhere on the body the body's depth at ``integration.prior_weight``, off the body the
+        nearest of those at ``integration.far_prior_weight``).
     """
 
     integration: IntegrationConfig = field(default_factory=IntegrationConfig)
@@ -97,21 +98,6 @@ def loose_fraction(person: torch.Tensor, body_mask: torch.Tensor, camera: Camera
     metres_per_px = 1.0 / camera.fx if camera.ortho else body_depth / camera.fx
     far = distance_transform_edt(~b) * metres_per_px > distance
     return float((p & far).sum() / p.sum())
-
-
-def resample_normals(normals: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
-    """(3, S, S) normal map (zero off the surface) -> (3, size, size) unit normals.
-
-    Normals are averaged with their validity as weights (a normalised convolution), so the zeros off the
-    surface do not shrink the vectors at the silhouette; pixels with no valid neighbour stay zero.
-    ``mode``: "bilinear" (up or down by small factors) or "area" (block averages, for downsampling).
-    """
-    n = normals.float()[None]
-    valid = (n.norm(dim=1, keepdim=True) > 1e-6).float()
-    kw = {"align_corners": False} if mode == "bilinear" else {}
-    a = F.interpolate(torch.cat([n * valid, valid], 1), size=(size, size), mode=mode, **kw)[0]
-    up, w = a[:3] / a[3:].clamp(min=1e-6), a[3:]
-    return up / up.norm(dim=0, keepdim=True).clamp(min=1e-6) * (w > 1e-3).float()
 
 
 def blur_normals(normals: torch.Tensor, valid: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -44,6 +44,13 @@ def _render(verts, faces, camera) -> np.ndarray:
     return img
 
 
+def _overrides(items: list[str]) -> dict:
+    """``["key=value", ...]`` (values as Python literals) -> ``{key: value}``."""
+    import ast
+
+    return {k: ast.literal_eval(v) for k, v in (e.split("=", 1) for e in items)}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", default="default", choices=("default", "loose"),
@@ -95,16 +102,8 @@ def main(argv=None) -> None:
                                                **({} if args.smooth_sigma is None
                                                   else {"smooth_sigma": args.smooth_sigma})}),
                       refine=RefineConfig(iters=0) if args.no_refine else RefineConfig())
-    if args.econ:
-        import ast
-
-        over = {k: ast.literal_eval(v) for k, v in (e.split("=", 1) for e in args.econ)}
-        cfg = replace(cfg, econ=replace(cfg.econ, **over))
-    if args.refine:
-        import ast
-
-        over = {k: ast.literal_eval(v) for k, v in (e.split("=", 1) for e in args.refine)}
-        cfg = replace(cfg, refine=replace(cfg.refine, **over))
+    cfg = replace(cfg, econ=replace(cfg.econ, **_overrides(args.econ)),
+                  refine=replace(cfg.refine, **_overrides(args.refine)))
     net, imp = load_models(cfg)
     if args.set == "loose":
         samples = load_or_make_loose_set(args.root or ROOT / "data/benchmark_loose", body=body)
