@@ -59,11 +59,15 @@ class VideoFitConfig:
     """Settings of the fit to the video (``avatar.video_fit.*``; see the module doc).
 
     enabled: run it (else the avatar is the fusion avatar).  subdivide: midpoint subdivisions of the body template.
-    iters: silhouette iterations; frames_per_iter: frames rendered per iteration; max_side: fitting render
-    size (px, long side).  lr_offset (m), lr_pose (rad), lr_transl (m): Adam learning rates.
-    sigma_px: soft-silhouette blur, from ``sigma_px_start`` down to this.  w_lap: Laplacian of the offsets;
-    w_offset: change of the offsets from their start (the fusion surface: silhouettes do
-    not constrain depth); w_pose: refined pose vs the tracked one.  max_offset: clamp (m) of the
+    pose_iters: phase-1 iterations (poses alone, every frame each iteration, ``pose_chunk`` frames rendered at a
+    time); iters: phase-2 iterations (offsets and poses) of ``frames_per_iter`` frames each; refit_iters: the
+    held-out refit's iterations (:func:`refit_poses`).  max_side: fitting render size (px, long side; at the
+    evaluation size, so the silhouettes fit to the pixel).  lr_offset (m), lr_pose (rad), lr_transl (m): Adam
+    learning rates (phase 2 scales the pose ones by ``joint_pose_lr``).
+    sigma_px: soft-silhouette blur, from ``sigma_px_start`` down to this in each phase.  w_lap: Laplacian of the
+    offsets; w_offset: change of the offsets from their start (the fusion surface: silhouettes do
+    not constrain depth); w_pose: refined pose vs the tracked one (weak: it only holds what silhouettes do not
+    see, such as a limb's twist).  max_offset: clamp (m) of the
     offsets.  refine_pose: optimise per-frame pose and translation.  texture_size: R of the R x R texture;
     bake_max_side: frame size (px) the texture is baked from; min_mask_pixels: frames with fewer mask pixels
     are skipped.  outlier_sigma: colour residual (0-1) of the robust second pass.  init_smooth_iters: Laplacian
@@ -73,17 +77,21 @@ class VideoFitConfig:
 
     enabled: bool = True
     subdivide: int = 1
-    iters: int = 120
+    pose_iters: int = 40
+    pose_chunk: int = 8
+    iters: int = 300
     frames_per_iter: int = 4
-    max_side: int = 320
+    refit_iters: int = 60
+    max_side: int = 512
     lr_offset: float = 1.5e-3
-    lr_pose: float = 4e-3
-    lr_transl: float = 2e-3
+    lr_pose: float = 1e-2
+    lr_transl: float = 5e-3
+    joint_pose_lr: float = 0.3
     sigma_px: float = 1.0
     sigma_px_start: float = 2.5
     w_lap: float = 30.0
     w_offset: float = 0.5
-    w_pose: float = 2.0
+    w_pose: float = 0.05
     max_offset: float = 0.12
     refine_pose: bool = True
     texture_size: int = 1024
@@ -94,8 +102,10 @@ class VideoFitConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.subdivide < 0 or self.iters < 0 or self.frames_per_iter < 1:
-            raise ValueError("VideoFitConfig: subdivide and iters must be >= 0, frames_per_iter >= 1")
+        if min(self.subdivide, self.iters, self.pose_iters, self.refit_iters) < 0 or min(self.frames_per_iter,
+                                                                                           self.pose_chunk) < 1:
+            raise ValueError("VideoFitConfig: subdivide and the iteration counts must be >= 0, frames_per_iter and "
+                             "pose_chunk >= 1")
         if self.texture_size < 16 or self.texture_size & (self.texture_size - 1):
             raise ValueError(f"VideoFitConfig.texture_size must be a power of two >= 16, got {self.texture_size}")
 
@@ -225,77 +235,115 @@ def _small(camera: Camera, mask: np.ndarray, max_side: int) -> tuple[Camera, tor
     return camera.resized(w, h), torch.from_numpy(np.ascontiguousarray(m, np.float32))
 
 
+def _silhouette_loss(posed: torch.Tensor, faces: torch.Tensor, small: list, pick, sigma: float) -> torch.Tensor:
+    """Sum over the picked frames of the soft silhouette's squared error, normalised by the mask area.
+
+    posed: (len(pick), V, 3) world vertices; small: per frame ``(camera, (H, W) mask)`` at the fitting size."""
+    from foundation.geometry.diff_render import soft_silhouette
+
+    sil = posed.new_zeros(())
+    for k, i in enumerate(pick):
+        cam, mask = small[i]
+        s = soft_silhouette(posed[k], faces, cam, sigma_px=sigma)
+        sil = sil + (s - mask).square().sum() / mask.sum().clamp(min=1.0)
+    return sil
+
+
 def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Tensor,
                  parents, frames: list[FitFrame], cfg: VideoFitConfig, offsets: torch.Tensor | None = None,
                  frozen: torch.Tensor | None = None, fit_offsets: bool = True, progress: bool = True,
                  desc: str = "video fit") -> tuple[torch.Tensor, list[SMPLXParams], dict]:
-    """Silhouette analysis by synthesis (module doc, step 2).
+    """Silhouette analysis by synthesis (module doc, step 2), in two phases.
+
+    1. **Poses** (``pose_iters``, if ``refine_pose``): every frame's pose and translation alone, the mesh
+       frozen at its start; each iteration renders every frame (``pose_chunk`` at a time), so every frame
+       takes the same number of steps. Poses the tracker got wrong are corrected before the shape sees them.
+    2. **Joint** (``iters``, if ``fit_offsets``): offsets and poses together, ``frames_per_iter`` random
+       frames per iteration.
 
     Args:
         verts, faces, weights: canonical template; rest_joints (J, 3); parents: the kinematic tree.
         frames: what to fit; offsets: (V, 3) start (zeros if None); frozen: (V,) bool offsets kept at 0.
-        fit_offsets: optimise the offsets (False: poses only, the avatar frozen: the held-out refit).
+        fit_offsets: run phase 2 (False: poses only, the avatar frozen: the held-out refit).
     Returns:
         offsets (V, 3), the frames' refined parameters (one ``SMPLXParams`` each), a dict of final losses.
     """
-    from foundation.geometry.diff_render import soft_silhouette
-
     V = verts.shape[0]
     n = len(frames)
     if n == 0:
         raise ValueError("fit_geometry: no frames to fit")
     off = torch.zeros(V, 3) if offsets is None else offsets.clone()
-    if fit_offsets:  # the offsets are tanh-bounded: start from the preimage of the given ones
-        off = cfg.max_offset * torch.atanh((off / cfg.max_offset).clamp(-0.99, 0.99))
-    off.requires_grad_(fit_offsets)
     frozen = frozen if frozen is not None else torch.zeros(V, dtype=torch.bool)
+    keep = (~frozen).float()[:, None]
     pose0 = torch.stack([f.params.full_pose()[0].float() for f in frames])  # (n, 55, 3)
     transl0 = torch.stack([f.params.transl[0].float() for f in frames])
     d_pose = torch.zeros(n, 22, 3, requires_grad=cfg.refine_pose)  # global + 21 body joints
     d_transl = torch.zeros(n, 3, requires_grad=cfg.refine_pose)
     small = [_small(f.camera, f.mask, cfg.max_side) for f in frames]
-    L = uniform_laplacian(faces, V) if fit_offsets else None
-    groups = []
-    if fit_offsets:
-        groups.append({"params": [off], "lr": cfg.lr_offset})
-    if cfg.refine_pose:
-        groups += [{"params": [d_pose], "lr": cfg.lr_pose}, {"params": [d_transl], "lr": cfg.lr_transl}]
-    if not groups or cfg.iters == 0:
-        return off.detach(), [f.params for f in frames], {}
-    opt = torch.optim.Adam(groups)
     rng = np.random.default_rng(cfg.seed)
-    keep = (~frozen).float()[:, None]
-    with torch.no_grad():  # where the silhouettes say nothing (towards the camera), stay at the start
-        d0 = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset if fit_offsets else off.clone()
     losses: dict[str, float] = {}
-    bar = tqdm(range(cfg.iters), desc=desc, leave=False, disable=not progress)
-    for it in bar:
-        a = it / max(cfg.iters - 1, 1)
-        sigma = cfg.sigma_px_start + (cfg.sigma_px - cfg.sigma_px_start) * a
-        pick = rng.choice(n, min(cfg.frames_per_iter, n), replace=False)
-        opt.zero_grad()
-        d = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset if fit_offsets else off
+
+    def posed_of(pick, d):
         pose = pose0[pick].clone()
         pose[:, :22] = pose[:, :22] + d_pose[pick]
-        posed = pose_mesh(verts + d, weights, rest_joints, parents, pose, transl0[pick] + d_transl[pick])
-        sil = verts.new_zeros(())
-        for k, i in enumerate(pick):
-            cam, mask = small[i]
-            s = soft_silhouette(posed[k], faces, cam, sigma_px=sigma)
-            sil = sil + (s - mask).square().sum() / mask.sum().clamp(min=1.0)
-        terms = {"silhouette": sil / len(pick)}
-        if fit_offsets:
-            terms["laplacian"] = cfg.w_lap * torch.sparse.mm(L, d).square().sum(-1).mean() * 1e2
-            terms["offset"] = cfg.w_offset * (d - d0).square().sum(-1).mean() * 1e2
+        return pose_mesh(verts + d, weights, rest_joints, parents, pose, transl0[pick] + d_transl[pick])
+
+    def pose_prior(pick):
+        return cfg.w_pose * (d_pose[pick].square().sum((1, 2)).mean() + 10 * d_transl[pick].square().sum(-1).mean())
+
+    def sigma_at(it, iters):
+        a = it / max(iters - 1, 1)
+        return cfg.sigma_px_start + (cfg.sigma_px - cfg.sigma_px_start) * a
+
+    # phase 1: poses alone, the mesh frozen at its start
+    if cfg.refine_pose and cfg.pose_iters > 0:
+        opt = torch.optim.Adam([{"params": [d_pose], "lr": cfg.lr_pose}, {"params": [d_transl], "lr": cfg.lr_transl}])
+        d = off.detach()
+        bar = tqdm(range(cfg.pose_iters), desc=f"{desc}: poses", leave=False, disable=not progress)
+        for it in bar:
+            sigma = sigma_at(it, cfg.pose_iters)
+            opt.zero_grad()
+            total = 0.0
+            for c0 in range(0, n, cfg.pose_chunk):  # every frame, a chunk at a time (the terms are per frame)
+                pick = np.arange(c0, min(c0 + cfg.pose_chunk, n))
+                sil = _silhouette_loss(posed_of(pick, d), faces, small, pick, sigma)
+                loss = (sil + len(pick) * pose_prior(pick)) / n
+                loss.backward()
+                total += float(sil.detach())
+            opt.step()
+            losses = {"silhouette": total / n}
+            bar.set_postfix(sil=f"{losses['silhouette']:.4f}")
+
+    # phase 2: offsets and poses together
+    if fit_offsets and cfg.iters > 0:
+        off = cfg.max_offset * torch.atanh((off / cfg.max_offset).clamp(-0.99, 0.99))  # tanh-bounded offsets
+        off.requires_grad_(True)
+        groups = [{"params": [off], "lr": cfg.lr_offset}]
         if cfg.refine_pose:
-            terms["pose"] = cfg.w_pose * (d_pose[pick].square().sum((1, 2)).mean() + 10 * d_transl[pick].square().sum(-1).mean())
-        loss = sum(terms.values())
-        loss.backward()
-        opt.step()
-        losses = {k: float(v.detach()) for k, v in terms.items()}
-        bar.set_postfix(sil=f"{losses['silhouette']:.4f}")
+            groups += [{"params": [d_pose], "lr": cfg.lr_pose * cfg.joint_pose_lr},
+                       {"params": [d_transl], "lr": cfg.lr_transl * cfg.joint_pose_lr}]
+        opt = torch.optim.Adam(groups)
+        L = uniform_laplacian(faces, V)
+        with torch.no_grad():  # where the silhouettes say nothing (towards the camera), stay at the start
+            d0 = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset
+        bar = tqdm(range(cfg.iters), desc=desc, leave=False, disable=not progress)
+        for it in bar:
+            sigma = sigma_at(it, cfg.iters)
+            pick = rng.choice(n, min(cfg.frames_per_iter, n), replace=False)
+            opt.zero_grad()
+            d = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset
+            terms = {"silhouette": _silhouette_loss(posed_of(pick, d), faces, small, pick, sigma) / len(pick),
+                     "laplacian": cfg.w_lap * torch.sparse.mm(L, d).square().sum(-1).mean() * 1e2,
+                     "offset": cfg.w_offset * (d - d0).square().sum(-1).mean() * 1e2}
+            if cfg.refine_pose:
+                terms["pose"] = pose_prior(pick)
+            loss = sum(terms.values())
+            loss.backward()
+            opt.step()
+            losses = {k: float(v.detach()) for k, v in terms.items()}
+            bar.set_postfix(sil=f"{losses['silhouette']:.4f}")
+        off = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset
     with torch.no_grad():
-        d = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset if fit_offsets else off.detach()
         out = []
         for k, f in enumerate(frames):
             p = f.params.clone()
@@ -303,7 +351,7 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
             p.body_pose = p.body_pose + d_pose[k : k + 1, 1:22].to(p.body_pose.dtype)
             p.transl = p.transl + d_transl[k : k + 1].to(p.transl.dtype)
             out.append(p)
-    return d.detach(), out, losses
+    return off.detach(), out, losses
 
 
 # ---------------------------------------------------------------------------------------------- texture
@@ -489,12 +537,7 @@ def refit_poses(avatar, body, tracks, params: SMPLXParams, clip_frames: list[int
     ff = fit_frames(tracks, avatar.params_for(params), clip_frames, cfg.min_mask_pixels, with_images=False)
     if not ff:
         return [], params[:0]
-    out = []
-    rest_j = avatar.rest_joints(body)
-    for f in ff:  # one frame at a time: every frame gets the same number of steps
-        one = dataclasses.replace(cfg, frames_per_iter=1, refine_pose=True)
-        _, p, _ = fit_geometry(avatar.mesh.verts, avatar.mesh.faces, avatar.mesh.weights, rest_j, body.parents, [f],
-                               one, fit_offsets=False, progress=progress, desc="refit")
-        out.append(p[0])
+    one = dataclasses.replace(cfg, pose_iters=cfg.refit_iters, refine_pose=True)
+    _, out, _ = fit_geometry(avatar.mesh.verts, avatar.mesh.faces, avatar.mesh.weights, avatar.rest_joints(body),
+                             body.parents, ff, one, fit_offsets=False, progress=progress, desc="refit")
     return [f.clip_frame for f in ff], SMPLXParams.cat(out)
-

@@ -1,6 +1,6 @@
 """Held-out evaluation of a finished run's avatar against the video, as the video-avatar papers do it.
 
-    python tools/bench_video.py RUN_DIR [--max-side 512] [--refit-iters 60]
+    python tools/bench_video.py RUN_DIR [--max-side 512] [--refit-iters N]
 
 The avatar stage holds out every 5th reconstructed frame (``avatar.holdout_every``). On each held-out
 frame the avatar is posed and rendered with the tracking camera at <= ``--max-side`` px on the long side:
@@ -142,7 +142,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--max-side", type=int, default=512)
-    ap.add_argument("--refit-iters", type=int, default=60)
+    ap.add_argument("--refit-iters", type=int, default=None,
+                    help="iterations of the held-out pose refit (default: the avatar's video_fit.refit_iters)")
     ap.add_argument("--save", type=Path, default=None, help="write a picture strip per held-out frame here")
     ap.add_argument("--motions", type=Path, nargs="*", default=[],
                     help="motion files to play on the avatar: prints the largest edge stretch (posed / rest length)")
@@ -188,8 +189,9 @@ def main() -> None:
         fit_v = avatar.pose(params, body, correct=False) if fitted else None
     refit_v = None
     if fitted:
-        rc = dataclasses.replace(VideoFitConfig(**avatar.config.get("video_fit", {})) if avatar.config.get("video_fit")
-                                 else VideoFitConfig(), iters=args.refit_iters)
+        rc = VideoFitConfig(**avatar.config["video_fit"]) if avatar.config.get("video_fit") else VideoFitConfig()
+        rc = dataclasses.replace(rc, max_side=args.max_side, **({} if args.refit_iters is None
+                                                                else {"refit_iters": args.refit_iters}))
         kept, refit = refit_poses(avatar, body, tracks, tracks.params[torch.tensor(frames)], frames, rc)
         with torch.no_grad():
             rv = avatar.pose(refit, body, correct=False)
