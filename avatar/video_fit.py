@@ -1,4 +1,4 @@
-"""Fit the avatar to the video itself: silhouettes over the training frames, then a texture baked from them.
+"""Fit the avatar to the video itself: silhouettes and colours over the training frames, then a baked texture.
 
 The ICON fusion (:mod:`avatar.stage`) gives a clothed canonical surface learned from per-frame
 reconstructions whose prior was trained on synthetic data. This step fits to the frames instead
@@ -10,12 +10,17 @@ reconstructions whose prior was trained on synthetic data. This step fits to the
    fingers stay separate, nothing bridges the legs or the arm and torso, and the glTF skin is exact.
    Offsets start at the fusion surface (closest point, where it lies within ``max_offset`` and faces the
    same way) and are zero on the hands (the body's hands are better than any fused ones).
-2. **Silhouette fit.** Posed by LBS with each frame's (refined) SMPL-X pose and rendered with the tracking
-   camera at ``max_side`` px; the soft silhouette (:func:`foundation.geometry.diff_render.soft_silhouette`)
-   is compared with the person mask. Per-frame pose (global orientation, body joints) and translation
-   are refined jointly with the offsets (tracking error limits everything else), with a Laplacian on the
-   offsets, a bound on their size and a prior to the tracked pose. Frames whose mask is (nearly) empty are
-   skipped.
+2. **Fit.** Posed by LBS with each frame's (refined) SMPL-X pose and rendered with the tracking
+   camera at ``max_side`` px (the evaluation size: silhouettes are fitted to the pixel); the soft
+   silhouette (:func:`foundation.geometry.diff_render.soft_silhouette`) is compared with the person mask.
+   Phase 1 refines every frame's pose (global orientation, body joints) and translation alone, the mesh
+   frozen (tracking error limits everything else); phase 2 fits the offsets and the poses jointly, with
+   a Laplacian on the offsets, a bound on their size, a hinge on edges squeezed below half the template's,
+   a weak prior to the tracked pose, and (optional, ``w_photo``) a photometric
+   term: vertex colours and per-frame colour gains rendered with
+   :func:`foundation.geometry.diff_render.render_attributes_diff` against the frames inside the person
+   mask. Frames whose mask is (nearly) empty are skipped. The held-out refit (:func:`refit_poses`) is
+   phase 1 on the frozen avatar.
 3. **Texture.** A UV atlas (xatlas) and an R x R texture (``texture_size``) baked by visibility-weighted
    robust averaging: every texel's surface point is posed in every training frame, kept where it is
    visible (depth test against the frame's ray-cast depth), facing the camera and inside the person mask
@@ -63,7 +68,10 @@ class VideoFitConfig:
     time); iters: phase-2 iterations (offsets and poses) of ``frames_per_iter`` frames each; refit_iters: the
     held-out refit's iterations (:func:`refit_poses`).  max_side: fitting render size (px, long side; at the
     evaluation size, so the silhouettes fit to the pixel).  lr_offset (m), lr_pose (rad), lr_transl (m): Adam
-    learning rates (phase 2 scales the pose ones by ``joint_pose_lr``).
+    learning rates (phase 2 scales the pose ones by ``joint_pose_lr``).  w_photo: phase 2's photometric term
+    (0: silhouettes only); lr_color: its vertex colours' and per-frame log-gains' learning rate.
+    w_edge: hinge on canonical edges shorter than ``min_edge_ratio`` times the template's (offsets that
+    squeeze triangles make edges that tear under skinning).
     sigma_px: soft-silhouette blur, from ``sigma_px_start`` down to this in each phase.  w_lap: Laplacian of the
     offsets; w_offset: change of the offsets from their start (the fusion surface: silhouettes do
     not constrain depth); w_pose: refined pose vs the tracked one (weak: it only holds what silhouettes do not
@@ -77,9 +85,9 @@ class VideoFitConfig:
 
     enabled: bool = True
     subdivide: int = 1
-    pose_iters: int = 40
+    pose_iters: int = 30
     pose_chunk: int = 8
-    iters: int = 300
+    iters: int = 200
     frames_per_iter: int = 4
     refit_iters: int = 60
     max_side: int = 512
@@ -87,6 +95,10 @@ class VideoFitConfig:
     lr_pose: float = 1e-2
     lr_transl: float = 5e-3
     joint_pose_lr: float = 0.3
+    w_photo: float = 0.0
+    w_edge: float = 1.0
+    min_edge_ratio: float = 0.5
+    lr_color: float = 0.02
     sigma_px: float = 1.0
     sigma_px_start: float = 2.5
     w_lap: float = 30.0
@@ -228,11 +240,17 @@ def pose_mesh(verts: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Ten
     return skin_points(verts.expand(pose.shape[0], -1, -1), weights, joint_transforms(pose, transl, rest_joints, parents))
 
 
-def _small(camera: Camera, mask: np.ndarray, max_side: int) -> tuple[Camera, torch.Tensor]:
+def _small(camera: Camera, mask: np.ndarray, max_side: int, image: np.ndarray | None = None
+           ) -> tuple[Camera, torch.Tensor, torch.Tensor | None]:
+    """The camera, (H, W) mask and (H, W, 3) float image in [0, 1] (None without one) at the fitting size."""
     s = min(1.0, max_side / max(camera.width, camera.height))
     w, h = max(2, round(camera.width * s)), max(2, round(camera.height * s))
     m = cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != mask.shape else mask
-    return camera.resized(w, h), torch.from_numpy(np.ascontiguousarray(m, np.float32))
+    img = None
+    if image is not None:
+        im = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != image.shape[:2] else image
+        img = torch.from_numpy(np.ascontiguousarray(im)).float() / 255.0
+    return camera.resized(w, h), torch.from_numpy(np.ascontiguousarray(m, np.float32)), img
 
 
 def _silhouette_loss(posed: torch.Tensor, faces: torch.Tensor, small: list, pick, sigma: float) -> torch.Tensor:
@@ -243,28 +261,54 @@ def _silhouette_loss(posed: torch.Tensor, faces: torch.Tensor, small: list, pick
 
     sil = posed.new_zeros(())
     for k, i in enumerate(pick):
-        cam, mask = small[i]
+        cam, mask = small[i][:2]
         s = soft_silhouette(posed[k], faces, cam, sigma_px=sigma)
         sil = sil + (s - mask).square().sum() / mask.sum().clamp(min=1.0)
     return sil
 
 
+def _photometric_loss(posed: torch.Tensor, faces: torch.Tensor, colors: torch.Tensor, gains: torch.Tensor,
+                      small: list, inner: list, pick, delta: float = 0.1) -> torch.Tensor:
+    """Mean over the picked frames of the Huber colour error (``delta``, 0-1 units) of the rendered vertex
+    colours times the frame's gain against the frame, over pixels the avatar covers inside the eroded mask.
+
+    posed: (len(pick), V, 3); colors: (V, 3) in [0, 1]; gains: (n, 3) per-frame colour gains; inner: per frame
+    (H, W) bool, the person mask away from its edge (edge pixels mix in the background)."""
+    from foundation.geometry.diff_render import render_attributes_diff
+
+    total = posed.new_zeros(())
+    for k, i in enumerate(pick):
+        cam, _, img = small[i]
+        col, hit = render_attributes_diff(posed[k], faces, cam, colors)
+        sel = hit & inner[i]
+        if not bool(sel.any()):
+            continue
+        r = col[sel] * gains[i] - img[sel]
+        total = total + torch.nn.functional.huber_loss(r, torch.zeros_like(r), delta=delta, reduction="sum") / len(r)
+    return total / len(pick)
+
+
 def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Tensor,
                  parents, frames: list[FitFrame], cfg: VideoFitConfig, offsets: torch.Tensor | None = None,
                  frozen: torch.Tensor | None = None, fit_offsets: bool = True, progress: bool = True,
-                 desc: str = "video fit") -> tuple[torch.Tensor, list[SMPLXParams], dict]:
-    """Silhouette analysis by synthesis (module doc, step 2), in two phases.
+                 desc: str = "video fit", colors: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, list[SMPLXParams], dict]:
+    """Analysis by synthesis (module doc, step 2), in two phases.
 
     1. **Poses** (``pose_iters``, if ``refine_pose``): every frame's pose and translation alone, the mesh
        frozen at its start; each iteration renders every frame (``pose_chunk`` at a time), so every frame
        takes the same number of steps. Poses the tracker got wrong are corrected before the shape sees them.
     2. **Joint** (``iters``, if ``fit_offsets``): offsets and poses together, ``frames_per_iter`` random
-       frames per iteration.
+       frames per iteration. With ``colors`` given (and ``w_photo`` > 0, frames with images), a photometric
+       term too: vertex colours (starting at ``colors``) and per-frame colour gains are optimised with the
+       geometry, the rendered colours compared with the frames inside the person mask (Huber); its gradient
+       through the barycentrics aligns the poses where the silhouette is blind (a limb's twist, a stripe).
 
     Args:
         verts, faces, weights: canonical template; rest_joints (J, 3); parents: the kinematic tree.
         frames: what to fit; offsets: (V, 3) start (zeros if None); frozen: (V,) bool offsets kept at 0.
         fit_offsets: run phase 2 (False: poses only, the avatar frozen: the held-out refit).
+        colors: (V, 3) float in [0, 1], the photometric term's starting vertex colours (None: no such term).
     Returns:
         offsets (V, 3), the frames' refined parameters (one ``SMPLXParams`` each), a dict of final losses.
     """
@@ -279,7 +323,8 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     transl0 = torch.stack([f.params.transl[0].float() for f in frames])
     d_pose = torch.zeros(n, 22, 3, requires_grad=cfg.refine_pose)  # global + 21 body joints
     d_transl = torch.zeros(n, 3, requires_grad=cfg.refine_pose)
-    small = [_small(f.camera, f.mask, cfg.max_side) for f in frames]
+    photo = fit_offsets and colors is not None and cfg.w_photo > 0 and all(f.image is not None for f in frames)
+    small = [_small(f.camera, f.mask, cfg.max_side, f.image if photo else None) for f in frames]
     rng = np.random.default_rng(cfg.seed)
     losses: dict[str, float] = {}
 
@@ -322,8 +367,16 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         if cfg.refine_pose:
             groups += [{"params": [d_pose], "lr": cfg.lr_pose * cfg.joint_pose_lr},
                        {"params": [d_transl], "lr": cfg.lr_transl * cfg.joint_pose_lr}]
+        if photo:
+            col = colors.float().clone().clamp(0, 1).requires_grad_(True)
+            log_gain = torch.zeros(n, 3, requires_grad=True)
+            groups += [{"params": [col], "lr": cfg.lr_color}, {"params": [log_gain], "lr": cfg.lr_color}]
+            er = np.ones((3, 3), np.uint8)
+            inner = [torch.from_numpy(cv2.erode((m.numpy() > 0.5).astype(np.uint8), er).astype(bool)) for _, m, _ in small]
         opt = torch.optim.Adam(groups)
         L = uniform_laplacian(faces, V)
+        edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(1).values.unique(dim=0)
+        rest_len = (verts[edges[:, 0]] - verts[edges[:, 1]]).norm(dim=-1).clamp(min=1e-6)
         with torch.no_grad():  # where the silhouettes say nothing (towards the camera), stay at the start
             d0 = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset
         bar = tqdm(range(cfg.iters), desc=desc, leave=False, disable=not progress)
@@ -332,14 +385,25 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
             pick = rng.choice(n, min(cfg.frames_per_iter, n), replace=False)
             opt.zero_grad()
             d = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset
-            terms = {"silhouette": _silhouette_loss(posed_of(pick, d), faces, small, pick, sigma) / len(pick),
+            posed = posed_of(pick, d)
+            terms = {"silhouette": _silhouette_loss(posed, faces, small, pick, sigma) / len(pick),
                      "laplacian": cfg.w_lap * torch.sparse.mm(L, d).square().sum(-1).mean() * 1e2,
                      "offset": cfg.w_offset * (d - d0).square().sum(-1).mean() * 1e2}
+            if cfg.w_edge > 0:  # no edge squeezed far below the template's (it would tear once skinned)
+                cv = verts + d
+                ratio = (cv[edges[:, 0]] - cv[edges[:, 1]]).norm(dim=-1) / rest_len
+                terms["edge"] = cfg.w_edge * (cfg.min_edge_ratio - ratio).clamp(min=0).square().mean() * 1e2
             if cfg.refine_pose:
                 terms["pose"] = pose_prior(pick)
+            if photo:  # gains with a geometric mean of 1 over the frames
+                gains = torch.exp(log_gain - log_gain.mean(0))
+                terms["photometric"] = cfg.w_photo * _photometric_loss(posed, faces, col, gains, small, inner, pick)
             loss = sum(terms.values())
             loss.backward()
             opt.step()
+            if photo:
+                with torch.no_grad():
+                    col.clamp_(0, 1)
             losses = {k: float(v.detach()) for k, v in terms.items()}
             bar.set_postfix(sil=f"{losses['silhouette']:.4f}")
         off = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset
@@ -501,8 +565,12 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
     rest_j = avatar.rest_joints(body)
     seconds = {"setup": time.perf_counter() - t0}
     t1 = time.perf_counter()
+    col0 = None
+    if cfg.w_photo > 0:  # the photometric term starts at the fusion's colours
+        cp0 = signed_distance(verts + off0, fm.verts.float(), fm.faces.long())
+        col0 = (fm.colors.float()[fm.faces[cp0.face_idx]] * cp0.bary[..., None]).sum(1) / 255.0
     off, refined, losses = fit_geometry(verts, faces, W, rest_j, body.parents, ff, cfg, off0, frozen,
-                                        progress=progress)
+                                        progress=progress, colors=col0)
     seconds["silhouette"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     canon = verts + off

@@ -1,4 +1,4 @@
-"""Differentiable normal-map and soft-silhouette rendering (ICON body refinement losses).
+"""Differentiable attribute / normal-map and soft-silhouette rendering (ICON refinement, the video fit).
 
 Both renderers split the work into a non-differentiable visibility pass and a differentiable
 torch pass:
@@ -8,6 +8,8 @@ torch pass:
   and the area-weighted vertex normals are interpolated with them. The gradient w.r.t. ``verts``
   is exact for fixed visibility (it flows through the hit position and the vertex normals); it does
   not move the silhouette -- use :func:`soft_silhouette` for that.
+* :func:`render_attributes_diff`: the same visibility + barycentrics for any per-vertex attribute
+  (colours for a photometric loss); :func:`render_normals_diff` is it applied to the vertex normals.
 * :func:`soft_silhouette`: a Gaussian-blurred silhouette computed from the signed 2-D distance of each
   pixel centre to the projected contour: ``S = Phi(s / sigma_px)`` with ``s`` = distance in pixels to
   the nearest projected contour edge (an edge shared by a front- and a back-facing triangle, or a
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 # adjoint code, which halves compile time.
 wp.set_module_options({"enable_backward": False})
 
-__all__ = ["render_normals_diff", "soft_silhouette", "edge_topology", "contour_edges"]
+__all__ = ["render_attributes_diff", "render_normals_diff", "soft_silhouette", "edge_topology", "contour_edges"]
 
 def _check(verts, faces, camera, where):
     check_mesh(verts, faces, where=where, batched=False)
@@ -47,7 +49,39 @@ def _check(verts, faces, camera, where):
         raise ValueError(f"{where}: camera must be an foundation.camera.Camera, got {type(camera)}")
 
 
-# ---------------------------------------------------------------------------------------------- normals
+# ---------------------------------------------------------------------------------------------- attributes
+def render_attributes_diff(
+    verts: torch.Tensor, faces: torch.Tensor, camera: Camera, attrs: torch.Tensor, back: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-vertex attributes interpolated at each pixel's visible surface point (differentiable).
+
+    The visible face per pixel comes from the ray cast (no grad); the barycentrics of the pixel ray on it
+    are recomputed in torch, so the result is differentiable w.r.t. ``attrs`` and, for fixed visibility,
+    w.r.t. ``verts`` (the attribute slides across the pixel as the triangle moves).
+
+    Args:
+        verts: (V, 3) world vertices, metres; faces: (F, 3) long; camera: the camera.
+        attrs: (V, C) per-vertex values (e.g. colours, normals); may require grad.
+        back: the last surface along each pixel ray instead of the first.
+
+    Returns:
+        values: (H, W, C), zeros outside the mask; mask: (H, W) bool coverage (no grad).
+    """
+    _check(verts, faces, camera, "render_attributes_diff")
+    if attrs.ndim != 2 or attrs.shape[0] != verts.shape[0]:
+        raise ValueError(f"render_attributes_diff: attrs must be (V={verts.shape[0]}, C), got {tuple(attrs.shape)}")
+    faces = faces.long()
+    H, W = camera.height, camera.width
+    hits = raycast(verts.detach(), faces, camera, back=back)
+    pix = hits.mask.reshape(-1).nonzero().squeeze(1)
+    fv = faces[hits.face_idx.reshape(-1)[pix]]  # (M, 3)
+    o, d = pixel_rays(camera, -10.0, pix, device=verts.device, dtype=verts.dtype)
+    _, bary = ray_triangle_bary(o, d, verts[fv])  # (M, 3), differentiable
+    vals = (bary.to(attrs.dtype)[..., None] * attrs[fv]).sum(-2)
+    out = attrs.new_zeros(H * W, attrs.shape[1]).index_copy(0, pix, vals)
+    return out.view(H, W, -1), hits.mask
+
+
 def render_normals_diff(
     verts: torch.Tensor, faces: torch.Tensor, camera: Camera, back: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,20 +99,10 @@ def render_normals_diff(
         mask: (H, W) bool coverage (no grad).
     """
     _check(verts, faces, camera, "render_normals_diff")
-    faces = faces.long()
-    H, W = camera.height, camera.width
-    hits = raycast(verts.detach(), faces, camera, back=back)
-    pix = hits.mask.reshape(-1).nonzero().squeeze(1)
-    fidx = hits.face_idx.reshape(-1)[pix]
-    fv = faces[fidx]  # (M, 3)
-    o, d = pixel_rays(camera, -10.0, pix, device=verts.device, dtype=verts.dtype)
-    _, bary = ray_triangle_bary(o, d, verts[fv])  # (M, 3), differentiable
-    vn = vertex_normals(verts, faces)
-    n = (bary[..., None] * vn[fv]).sum(-2)
-    n = n @ camera.view_rotation(verts.device, verts.dtype).T
+    vn = vertex_normals(verts, faces.long()) @ camera.view_rotation(verts.device, verts.dtype).T
+    n, mask = render_attributes_diff(verts, faces, camera, vn, back=back)
     n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    out = verts.new_zeros(H * W, 3).index_copy(0, pix, n)
-    return out.view(H, W, 3), hits.mask
+    return n, mask
 
 
 # ---------------------------------------------------------------------------------------------- contours

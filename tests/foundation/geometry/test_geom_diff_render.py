@@ -5,7 +5,8 @@ import torch
 import trimesh
 
 from foundation.camera import Camera
-from foundation.geometry.diff_render import contour_edges, edge_topology, render_normals_diff, soft_silhouette
+from foundation.geometry.diff_render import (contour_edges, edge_topology, render_attributes_diff, render_normals_diff,
+                                            soft_silhouette)
 from foundation.geometry.raycast import raycast, render_normal_maps
 
 
@@ -132,3 +133,24 @@ def test_bad_inputs():
         render_normals_diff(verts, faces, "cam")
     with pytest.raises(ValueError, match="verts"):
         soft_silhouette(verts[None], faces, PERSP)
+
+
+def test_attributes_diff_match_the_flat_render_and_carry_gradients():
+    from foundation.render import render_mesh
+
+    verts, faces = _sphere()
+    colors = (verts - verts.min(0).values) / (verts.max(0).values - verts.min(0).values)  # (V, 3) in [0, 1]
+    vals, mask = render_attributes_diff(verts, faces, PERSP, colors)
+    img, cov = render_mesh(verts, faces, PERSP, colors, shading="flat", background=(0, 0, 0))
+    assert vals.shape == (48, 48, 3) and torch.equal(mask, torch.from_numpy(cov))
+    assert (vals[mask] * 255 - torch.from_numpy(img)[mask].float()).abs().max() < 1.0  # uint8 rounding
+    assert float(vals[~mask].abs().max()) == 0.0
+    # gradients reach the attributes and, through the barycentrics, the vertices
+    c = colors.clone().requires_grad_(True)
+    v = verts.clone().requires_grad_(True)
+    out, _ = render_attributes_diff(v, faces, PERSP, c)
+    out[..., 0].sum().backward()
+    assert float(c.grad[:, 0].abs().sum()) > 0 and float(c.grad[:, 1:].abs().sum()) == 0
+    assert float(v.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="attrs"):
+        render_attributes_diff(verts, faces, PERSP, colors[:-1])
