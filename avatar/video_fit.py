@@ -15,8 +15,8 @@ reconstructions whose prior was trained on synthetic data. This step fits to the
    silhouette (:func:`foundation.geometry.diff_render.soft_silhouette`) is compared with the person mask.
    Phase 1 refines every frame's pose (global orientation, body joints) and translation alone, the mesh
    frozen (tracking error limits everything else); phase 2 fits the offsets and the poses jointly, with
-   a Laplacian on the offsets, a bound on their size, a weak prior to the tracked pose, and (optional,
-   ``w_photo``) a photometric
+   a Laplacian on the offsets, a bound on their size, a weak hinge on edges squeezed below half the
+   template's, a weak prior to the tracked pose, and (optional, ``w_photo``) a photometric
    term: vertex colours and per-frame colour gains rendered with
    :func:`foundation.geometry.diff_render.render_attributes_diff` against the frames inside the person
    mask. Frames whose mask is (nearly) empty are skipped. The held-out refit (:func:`refit_poses`) is
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -68,11 +69,12 @@ class VideoFitConfig:
     time); iters: phase-2 iterations (offsets and poses) of ``frames_per_iter`` frames each; refit_iters: the
     held-out refit's iterations (:func:`refit_poses`).  max_side: fitting render size (px, long side; at the
     evaluation size, so the silhouettes fit to the pixel).  lr_offset (m), lr_pose (rad), lr_transl (m): Adam
-    learning rates (phase 2 scales the pose ones by ``joint_pose_lr``).  w_photo: phase 2's photometric term
+    learning rates (phase 2 scales the pose ones by ``joint_pose_lr``); lr_final: each phase's rates decay
+    (cosine) to this fraction of them.  w_photo: phase 2's photometric term
     (0: silhouettes only); lr_color: its vertex colours' and per-frame log-gains' learning rate.
     w_edge: hinge on canonical edges shorter than ``min_edge_ratio`` times the template's (offsets that
-    squeeze triangles make edges that tear under skinning). Off by default: on the studio clip it cut the
-    edges stretched over 3x on the AMASS walk from 156 to 47 but crumpled the canonical surface.
+    squeeze triangles make edges that tear under skinning). On the studio clip, edges stretched past 3x on
+    the AMASS walk: 140 at 0, 104 at 0.1; 47 at 1.0, which crumples the canonical surface.
     sigma_px: soft-silhouette blur, from ``sigma_px_start`` down to this in each phase.  w_lap: Laplacian of the
     offsets; w_offset: change of the offsets from their start (the fusion surface: silhouettes do
     not constrain depth); w_pose: refined pose vs the tracked one (weak: it only holds what silhouettes do not
@@ -96,8 +98,9 @@ class VideoFitConfig:
     lr_pose: float = 1e-2
     lr_transl: float = 5e-3
     joint_pose_lr: float = 0.3
+    lr_final: float = 0.1
     w_photo: float = 0.0
-    w_edge: float = 0.0
+    w_edge: float = 0.1
     min_edge_ratio: float = 0.5
     lr_color: float = 0.02
     sigma_px: float = 1.0
@@ -341,6 +344,12 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         a = it / max(iters - 1, 1)
         return cfg.sigma_px_start + (cfg.sigma_px - cfg.sigma_px_start) * a
 
+    def decay(opt, it, iters):  # cosine from each group's base rate down to ``lr_final`` times it
+        a = it / max(iters - 1, 1)
+        f = cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * a))
+        for g in opt.param_groups:
+            g["lr"] = g.setdefault("base_lr", g["lr"]) * f
+
     # phase 1: poses alone, the mesh frozen at its start
     if cfg.refine_pose and cfg.pose_iters > 0:
         opt = torch.optim.Adam([{"params": [d_pose], "lr": cfg.lr_pose}, {"params": [d_transl], "lr": cfg.lr_transl}])
@@ -348,6 +357,7 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         bar = tqdm(range(cfg.pose_iters), desc=f"{desc}: poses", leave=False, disable=not progress)
         for it in bar:
             sigma = sigma_at(it, cfg.pose_iters)
+            decay(opt, it, cfg.pose_iters)
             opt.zero_grad()
             total = 0.0
             for c0 in range(0, n, cfg.pose_chunk):  # every frame, a chunk at a time (the terms are per frame)
@@ -383,6 +393,7 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         bar = tqdm(range(cfg.iters), desc=desc, leave=False, disable=not progress)
         for it in bar:
             sigma = sigma_at(it, cfg.iters)
+            decay(opt, it, cfg.iters)
             pick = rng.choice(n, min(cfg.frames_per_iter, n), replace=False)
             opt.zero_grad()
             d = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset
