@@ -92,7 +92,7 @@ class VideoFitConfig:
     pose_chunk: int = 8
     iters: int = 200
     frames_per_iter: int = 4
-    refit_iters: int = 60
+    refit_iters: int = 120
     max_side: int = 512
     lr_offset: float = 1.5e-3
     lr_pose: float = 1e-2
