@@ -344,20 +344,18 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         a = it / max(iters - 1, 1)
         return cfg.sigma_px_start + (cfg.sigma_px - cfg.sigma_px_start) * a
 
-    def decay(opt, it, iters):  # cosine from each group's base rate down to ``lr_final`` times it
-        a = it / max(iters - 1, 1)
-        f = cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * a))
-        for g in opt.param_groups:
-            g["lr"] = g.setdefault("base_lr", g["lr"]) * f
+    def decay(opt, iters):  # cosine from each group's rate down to ``lr_final`` times it (step once per iteration)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (
+            1 + math.cos(math.pi * min(it / max(iters - 1, 1), 1.0))))
 
     # phase 1: poses alone, the mesh frozen at its start
     if cfg.refine_pose and cfg.pose_iters > 0:
         opt = torch.optim.Adam([{"params": [d_pose], "lr": cfg.lr_pose}, {"params": [d_transl], "lr": cfg.lr_transl}])
+        sched = decay(opt, cfg.pose_iters)
         d = off.detach()
         bar = tqdm(range(cfg.pose_iters), desc=f"{desc}: poses", leave=False, disable=not progress)
         for it in bar:
             sigma = sigma_at(it, cfg.pose_iters)
-            decay(opt, it, cfg.pose_iters)
             opt.zero_grad()
             total = 0.0
             for c0 in range(0, n, cfg.pose_chunk):  # every frame, a chunk at a time (the terms are per frame)
@@ -367,6 +365,7 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
                 loss.backward()
                 total += float(sil.detach())
             opt.step()
+            sched.step()
             losses = {"silhouette": total / n}
             bar.set_postfix(sil=f"{losses['silhouette']:.4f}")
 
@@ -385,15 +384,17 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
             er = np.ones((3, 3), np.uint8)
             inner = [torch.from_numpy(cv2.erode((m.numpy() > 0.5).astype(np.uint8), er).astype(bool)) for _, m, _ in small]
         opt = torch.optim.Adam(groups)
+        sched = decay(opt, cfg.iters)
         L = uniform_laplacian(faces, V)
-        edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(1).values.unique(dim=0)
+        from foundation.geometry.diff_render import edge_topology
+
+        edges, _ = edge_topology(faces)
         rest_len = (verts[edges[:, 0]] - verts[edges[:, 1]]).norm(dim=-1).clamp(min=1e-6)
         with torch.no_grad():  # where the silhouettes say nothing (towards the camera), stay at the start
             d0 = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset
         bar = tqdm(range(cfg.iters), desc=desc, leave=False, disable=not progress)
         for it in bar:
             sigma = sigma_at(it, cfg.iters)
-            decay(opt, it, cfg.iters)
             pick = rng.choice(n, min(cfg.frames_per_iter, n), replace=False)
             opt.zero_grad()
             d = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset
@@ -413,6 +414,7 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
             loss = sum(terms.values())
             loss.backward()
             opt.step()
+            sched.step()
             if photo:
                 with torch.no_grad():
                     col.clamp_(0, 1)
@@ -547,6 +549,12 @@ def vertex_colors_from_texture(atlas: UVAtlas, image: np.ndarray, num_verts: int
     return (out / cnt.clamp(min=1)[:, None]).round().clamp(0, 255).to(torch.uint8)
 
 
+def _surface_colors(mesh, cp) -> torch.Tensor:
+    """(K, 3) float colours (0-255) of ``mesh`` (vertex colours) interpolated at closest points ``cp``
+    (:func:`foundation.geometry.sdf.signed_distance` against that mesh)."""
+    return (mesh.colors.float()[mesh.faces[cp.face_idx]] * cp.bary[..., None]).sum(1)
+
+
 def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: VideoFitConfig, progress: bool = True):
     """The fusion avatar fitted to the training frames: a new canonical mesh, UV atlas and texture.
 
@@ -580,14 +588,14 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
     col0 = None
     if cfg.w_photo > 0:  # the photometric term starts at the fusion's colours
         cp0 = signed_distance(verts + off0, fm.verts.float(), fm.faces.long())
-        col0 = (fm.colors.float()[fm.faces[cp0.face_idx]] * cp0.bary[..., None]).sum(1) / 255.0
+        col0 = _surface_colors(fm, cp0) / 255.0
     off, refined, losses = fit_geometry(verts, faces, W, rest_j, body.parents, ff, cfg, off0, frozen,
                                         progress=progress, colors=col0)
     seconds["silhouette"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     canon = verts + off
     cp = signed_distance(canon, fm.verts.float(), fm.faces.long())  # fusion colours for unseen texels
-    fallback = (fm.colors.float()[fm.faces[cp.face_idx]] * cp.bary[..., None]).sum(1).round().clamp(0, 255)
+    fallback = _surface_colors(fm, cp).round().clamp(0, 255)
     fitted = [dataclasses.replace(f, params=p) for f, p in zip(ff, refined)]
     texture, tstats = bake_texture(canon, faces, W, rest_j, body.parents, fitted, atlas, cfg, fallback.to(torch.uint8),
                                    progress=progress)

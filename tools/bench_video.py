@@ -41,6 +41,7 @@ from avatar.extract import pose_canonical_mesh  # noqa: E402
 from avatar.posing import pose_transforms  # noqa: E402
 from avatar.video_fit import VideoFitConfig, refit_poses  # noqa: E402
 from foundation.body.model import BodyModelConfig, build_body_model  # noqa: E402
+from foundation.geometry.diff_render import edge_topology  # noqa: E402
 from foundation.metrics import lpips, lpips_status, psnr, ssim  # noqa: E402
 from foundation.render import render_mesh  # noqa: E402
 from recon.artifact import Recon  # noqa: E402
@@ -94,7 +95,7 @@ def edge_stretch(avatar: Avatar, body, motion_file: Path, max_frames: int = 300)
         m = dataclasses.replace(m, poses=m.poses[:: len(m) // max_frames + 1], trans=m.trans[:: len(m) // max_frames + 1])
     seq = animate(avatar, m, body)
     f = avatar.mesh.faces
-    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).sort(1).values.unique(dim=0)
+    e, _ = edge_topology(f)
     rest = (avatar.mesh.verts[e[:, 0]] - avatar.mesh.verts[e[:, 1]]).norm(dim=-1).clamp(min=1e-6)
     ratio = torch.stack([(v[e[:, 0]] - v[e[:, 1]]).norm(dim=-1) / rest for v in seq.verts])  # (T, E)
     return {"frames": len(seq), "max_stretch": round(float(ratio.max()), 2),
