@@ -83,7 +83,10 @@ class VideoFitConfig:
     bake_max_side: frame size (px) the texture is baked from; min_mask_pixels: frames with fewer mask pixels
     are skipped.  outlier_sigma: colour residual (0-1) of the robust second pass.  init_smooth_iters: Laplacian
     smoothing steps of the offsets taken from the fusion surface (its marching-cubes noise would crease the
-    mesh).  seed: frame sampling.
+    mesh).  skin_smooth_iters: diffusion steps of the template's skinning weights (the hands' stay as they are, so
+    fingers keep their own): the body model's weights change sharply across the hips and armpits, where LBS then
+    stretches a thigh's or an upper arm's edges past 3x on a walk; 30 steps leave 5 such edges on the bare
+    template (29 without).  seed: frame sampling.
     """
 
     enabled: bool = True
@@ -115,10 +118,11 @@ class VideoFitConfig:
     min_mask_pixels: int = 64
     outlier_sigma: float = 0.12
     init_smooth_iters: int = 40
+    skin_smooth_iters: int = 30
     seed: int = 0
 
     def __post_init__(self):
-        if min(self.subdivide, self.iters, self.pose_iters, self.refit_iters) < 0 or min(self.frames_per_iter,
+        if min(self.subdivide, self.iters, self.pose_iters, self.refit_iters, self.skin_smooth_iters) < 0 or min(self.frames_per_iter,
                                                                                            self.pose_chunk) < 1:
             raise ValueError("VideoFitConfig: subdivide and the iteration counts must be >= 0, frames_per_iter and "
                              "pose_chunk >= 1")
@@ -206,6 +210,18 @@ def uniform_laplacian(faces: torch.Tensor, num_verts: int) -> torch.Tensor:
     idx = torch.cat([e.T, torch.arange(num_verts).expand(2, -1)], 1)
     return torch.sparse_coo_tensor(idx, torch.cat([vals, torch.ones(num_verts)]), (num_verts, num_verts),
                                    check_invariants=False).coalesce()
+
+
+def smooth_weights(weights: torch.Tensor, faces: torch.Tensor, iters: int, frozen: torch.Tensor) -> torch.Tensor:
+    """(V, J) skinning weights diffused over the mesh graph: ``iters`` steps of ``w - 0.5 L w`` (uniform
+    Laplacian), ``frozen`` (V,) bool rows kept as they are (and pulling their neighbours); rows sum to 1."""
+    if iters <= 0:
+        return weights
+    L = uniform_laplacian(faces.long(), len(weights))
+    w = weights.float()
+    for _ in range(iters):
+        w = torch.where(frozen[:, None], w, w - 0.5 * torch.sparse.mm(L, w))
+    return (w / w.sum(1, keepdim=True).clamp(min=1e-12)).to(weights.dtype)
 
 
 def initial_offsets(verts: torch.Tensor, faces: torch.Tensor, target_verts: torch.Tensor, target_faces: torch.Tensor,
@@ -574,6 +590,7 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
                                               cfg.subdivide, base.face_uvs)
     atlas = atlas_from_face_uvs(faces, face_uvs)
     frozen = hand_vertices(W)
+    W = smooth_weights(W, faces, cfg.skin_smooth_iters, frozen)
     fm = avatar.mesh
     off0 = initial_offsets(verts, faces, fm.verts, fm.faces, cfg.max_offset, frozen, cfg.init_smooth_iters)
     params = avatar.params_for(recon.params[torch.tensor(frames)])

@@ -8,7 +8,7 @@ import torch
 
 from foundation.body.skeleton import hand_vertices
 from avatar.video_fit import (VideoFitConfig, bake_texture, fit_frames, fit_geometry,
-                              initial_offsets, pose_mesh, template_mesh, uniform_laplacian)
+                              initial_offsets, pose_mesh, smooth_weights, template_mesh, uniform_laplacian)
 from foundation.render import render_mesh
 from foundation.texture import UVTexture, uv_atlas
 from tests.fixtures.toy import make_toy_subject, random_poses, toy_recon, toy_tracks
@@ -30,6 +30,28 @@ def _iou(verts, faces, cam, mask):
     _, cov = render_mesh(verts, faces, cam, shading="flat")
     m = mask > 0.5
     return (cov & m).sum() / max((cov | m).sum(), 1)
+
+
+def test_smooth_weights_softens_a_step_and_keeps_frozen_rows():
+    # a 20 x 20 grid whose left half follows joint 0 and right half joint 1; the top row is frozen
+    n = 20
+    ij = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2)
+    q = lambda i, j: i * n + j
+    faces = torch.tensor([[q(i, j), q(i + 1, j), q(i + 1, j + 1)] for i in range(n - 1) for j in range(n - 1)]
+                         + [[q(i, j), q(i + 1, j + 1), q(i, j + 1)] for i in range(n - 1) for j in range(n - 1)])
+    w = torch.zeros(n * n, 3)
+    w[ij[:, 1] < n // 2, 0] = 1.0
+    w[ij[:, 1] >= n // 2, 1] = 1.0
+    frozen = torch.as_tensor(ij[:, 0] == 0)
+    out = smooth_weights(w, faces, 10, frozen)
+    assert torch.equal(smooth_weights(w, faces, 0, frozen), w)
+    assert torch.allclose(out.sum(1), torch.ones(n * n), atol=1e-6)
+    assert torch.equal(out[frozen], w[frozen])
+    assert float(out[:, 2].abs().max()) == 0.0  # no weight appears on a joint nobody had
+    row = out[q(n - 1, 0):q(n - 1, n - 1) + 1, 0]  # the bottom row, across the step
+    steps = (row[1:] - row[:-1]).abs()
+    assert float(steps.max()) < 0.3 and float(row[0]) > 0.95 and float(row[-1]) < 0.05
+    assert bool((row[1:] <= row[:-1] + 1e-6).all())  # still monotone across the step
 
 
 def test_template_subdivision_keeps_skinning(anny_body):
