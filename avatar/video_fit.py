@@ -74,7 +74,8 @@ class VideoFitConfig:
     (0: silhouettes only); lr_color: its vertex colours' and per-frame log-gains' learning rate.
     w_edge: hinge on canonical edges shorter than ``min_edge_ratio`` times the template's (offsets that
     squeeze triangles make edges that tear under skinning). On the studio clip, edges stretched past 3x on
-    the AMASS walk: 140 at 0, 104 at 0.1; 47 at 1.0, which crumples the canonical surface.
+    the AMASS walk (ratio 0.5, before the weight smoothing): 140 at 0, 104 at 0.1; 47 at 1.0, which crumples the
+    canonical surface; with the smoothing, 41 at ratio 0.5 and 20 at 0.7 (weight 0.1).
     sigma_px: soft-silhouette blur, from ``sigma_px_start`` down to this in each phase.  w_lap: Laplacian of the
     offsets; w_offset: change of the offsets from their start (the fusion surface: silhouettes do
     not constrain depth); w_pose: refined pose vs the tracked one (weak: it only holds what silhouettes do not
@@ -104,7 +105,7 @@ class VideoFitConfig:
     lr_final: float = 0.1
     w_photo: float = 0.0
     w_edge: float = 0.1
-    min_edge_ratio: float = 0.5
+    min_edge_ratio: float = 0.7
     lr_color: float = 0.02
     sigma_px: float = 1.0
     sigma_px_start: float = 2.5

@@ -11,6 +11,10 @@ Each surface path of ``--methods`` (``recon.surface``: ``icon`` = implicit MLP i
 is one JSON object: ``{"set", "samples", "methods": {"body"|path: {"chamfer_cm", "p2s_cm", "nc"}},
 "seconds_per_frame": {path: s}}``.
 
+``--oracle`` adds ``econ_gt_normals``: the econ surface built on the ICON run's refined body and ICON prior, with
+the ground-truth clothed normal maps in place of the predicted ones (what the integration and stitching give
+with perfect normals: the ceiling of better normal nets).
+
 The picture has one row per sample: input crop | predicted normals front / back | each path | GT | fitted body
 (meshes rendered as normal maps in the crop camera).
 """
@@ -51,6 +55,29 @@ def _overrides(items: list[str]) -> dict:
     return {k: ast.literal_eval(v) for k, v in (e.split("=", 1) for e in items)}
 
 
+def _oracle(res, sample, body, cfg, surface_metrics) -> dict:
+    """Metrics of the econ surface on ``res``'s refined body and ICON prior with the GT clothed normal maps."""
+    import copy
+
+    from foundation.body.skeleton import hand_vertices
+    from foundation.geometry.raycast import render_normal_maps
+    from recon.surface import econ_surface
+
+    gv = torch.as_tensor(np.asarray(sample.clothed_verts), dtype=torch.float32)
+    gf = torch.as_tensor(np.asarray(sample.clothed_faces)).long()
+    view = copy.deepcopy(res.view)
+    nm = render_normal_maps(gv, gf, view.box.camera)
+    keep = view.mask[0] > 0.5
+    view.maps.clothed_front = torch.as_tensor(nm.front).permute(2, 0, 1) * keep
+    view.maps.clothed_back = torch.as_tensor(nm.back).permute(2, 0, 1) * keep
+    with torch.no_grad():
+        verts = body(res.params).vertices[0]
+        hands = [hand_vertices(body.lbs_weights, side=s) for s in ("left", "right")]
+        v, f, _ = econ_surface(view, np.asarray(sample.mask, np.float32), sample.camera, verts, body.faces, cfg.econ,
+                               hands, prior_mesh=(res.verts, res.faces))
+    return surface_metrics(v, f, gv.numpy(), gf.numpy())
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", default="default", choices=("default", "loose"),
@@ -76,6 +103,8 @@ def main(argv=None) -> None:
     ap.add_argument("--image", default=None, help="write the comparison picture here (PNG)")
     ap.add_argument("--rows", type=int, default=4, help="samples in the picture")
     ap.add_argument("--pic-size", type=int, default=256, help="pixels per panel in the picture")
+    ap.add_argument("--oracle", action="store_true",
+                    help="also econ_gt_normals: the econ surface from ground-truth normal maps (needs icon in --methods)")
     ap.add_argument("--json", default=None, help="write the per-sample and mean numbers here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -92,6 +121,8 @@ def main(argv=None) -> None:
     from recon.stage import ReconConfig, load_models, reconstruct_frame
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.oracle and "icon" not in methods:
+        raise SystemExit("bench_recon: --oracle builds on the icon path's refined body; add icon to --methods")
     body = build_body_model()
     base = ReconConfig()
     cfg = ReconConfig(normal_net_ckpt=args.normal_net, implicit_ckpt=args.implicit, crop_size=args.crop_size,
@@ -135,10 +166,12 @@ def main(argv=None) -> None:
                 if k in res.stats:
                     row[f"{m}_{k}"] = res.stats[k]
             meshes[m] = (res.verts, res.faces, res.view)
+            if m == "icon" and args.oracle:
+                row["econ_gt_normals"] = _oracle(res, s, body, cfg, surface_metrics)
         rows.append(row)
         print(f"[{i}] {s.archetype:>12s} " + " | ".join(
             f"{k} {row[k]['chamfer_cm']:5.2f} / {row[k]['p2s_cm']:5.2f} / {row[k]['normal_consistency']:.3f}"
-            for k in ["body"] + methods) + " | " + " ".join(f"{m} {row['seconds'][m]:.1f} s" for m in methods)
+            for k in ["body"] + methods + (["econ_gt_normals"] if args.oracle else [])) + " | " + " ".join(f"{m} {row['seconds'][m]:.1f} s" for m in methods)
             + f" | {row['outfit']}", flush=True)
         if args.image and len(pics) < args.rows:
             S = args.pic_size
@@ -157,7 +190,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"bench_recon: no sample selected (--pick {args.pick} of {len(samples)})")
     keys = ("chamfer_cm", "p2s_cm", "normal_consistency")
     out = {"set": args.set, "samples": len(rows), "methods": {}, "seconds_per_frame": {}}
-    for k in ["body"] + methods:
+    for k in ["body"] + methods + (["econ_gt_normals"] if args.oracle else []):
         mean = {m: float(np.mean([r[k][m] for r in rows])) for m in keys}
         out["methods"][k] = {"chamfer_cm": round(mean["chamfer_cm"], 3), "p2s_cm": round(mean["p2s_cm"], 3),
                              "nc": round(mean["normal_consistency"], 4)}
