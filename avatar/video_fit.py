@@ -6,8 +6,9 @@ reconstructions whose prior was trained on synthetic data. This step fits to the
 
 1. **Representation.** A fixed-topology canonical mesh: the body template of the avatar's shape,
    subdivided (``subdivide`` midpoint levels: 13,718 -> 54,854 vertices on Anny), plus per-vertex offsets
-   (canonical frame, metres). Skinning weights are the body's (interpolated at the new vertices), so
-   fingers stay separate, nothing bridges the legs or the arm and torso, and the glTF skin is exact.
+   (canonical frame, metres). Skinning weights are the body's (interpolated at the new vertices, then
+   diffused over the mesh outside the hands, ``skin_smooth_iters``, so the hips and armpits do not tear under
+   LBS), so fingers stay separate, nothing bridges the legs or the arm and torso, and the glTF skin is exact.
    Offsets start at the fusion surface (closest point, where it lies within ``max_offset`` and faces the
    same way) and are zero on the hands (the body's hands are better than any fused ones).
 2. **Fit.** Posed by LBS with each frame's (refined) SMPL-X pose and rendered with the tracking
@@ -123,8 +124,8 @@ class VideoFitConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if min(self.subdivide, self.iters, self.pose_iters, self.refit_iters, self.skin_smooth_iters) < 0 or min(self.frames_per_iter,
-                                                                                           self.pose_chunk) < 1:
+        counts = (self.subdivide, self.iters, self.pose_iters, self.refit_iters, self.skin_smooth_iters)
+        if min(counts) < 0 or min(self.frames_per_iter, self.pose_chunk) < 1:
             raise ValueError("VideoFitConfig: subdivide and the iteration counts must be >= 0, frames_per_iter and "
                              "pose_chunk >= 1")
         if self.texture_size < 16 or self.texture_size & (self.texture_size - 1):
