@@ -16,8 +16,8 @@ reconstructions whose prior was trained on synthetic data. This step fits to the
    silhouette (:func:`foundation.geometry.diff_render.soft_silhouette`) is compared with the person mask.
    Phase 1 refines every frame's pose (global orientation, body joints) and translation alone, the mesh
    frozen (tracking error limits everything else); phase 2 fits the offsets and the poses jointly, with
-   a Laplacian on the offsets, a bound on their size, a weak hinge on edges squeezed below half the
-   template's, a weak prior to the tracked pose, and (optional, ``w_photo``) a photometric
+   a Laplacian on the offsets, a bound on their size, a weak hinge on edges squeezed below ``min_edge_ratio``
+   times the template's, a weak prior to the tracked pose, and (optional, ``w_photo``) a photometric
    term: vertex colours and per-frame colour gains rendered with
    :func:`foundation.geometry.diff_render.render_attributes_diff` against the frames inside the person
    mask. Frames whose mask is (nearly) empty are skipped. The held-out refit (:func:`refit_poses`) is

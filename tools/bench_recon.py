@@ -123,6 +123,7 @@ def main(argv=None) -> None:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.oracle and "icon" not in methods:
         raise SystemExit("bench_recon: --oracle builds on the icon path's refined body; add icon to --methods")
+    reported = ["body"] + methods + (["econ_gt_normals"] if args.oracle else [])  # rows of the table and the JSON
     body = build_body_model()
     base = ReconConfig()
     cfg = ReconConfig(normal_net_ckpt=args.normal_net, implicit_ckpt=args.implicit, crop_size=args.crop_size,
@@ -171,7 +172,7 @@ def main(argv=None) -> None:
         rows.append(row)
         print(f"[{i}] {s.archetype:>12s} " + " | ".join(
             f"{k} {row[k]['chamfer_cm']:5.2f} / {row[k]['p2s_cm']:5.2f} / {row[k]['normal_consistency']:.3f}"
-            for k in ["body"] + methods + (["econ_gt_normals"] if args.oracle else [])) + " | " + " ".join(f"{m} {row['seconds'][m]:.1f} s" for m in methods)
+            for k in reported) + " | " + " ".join(f"{m} {row['seconds'][m]:.1f} s" for m in methods)
             + f" | {row['outfit']}", flush=True)
         if args.image and len(pics) < args.rows:
             S = args.pic_size
@@ -190,7 +191,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"bench_recon: no sample selected (--pick {args.pick} of {len(samples)})")
     keys = ("chamfer_cm", "p2s_cm", "normal_consistency")
     out = {"set": args.set, "samples": len(rows), "methods": {}, "seconds_per_frame": {}}
-    for k in ["body"] + methods + (["econ_gt_normals"] if args.oracle else []):
+    for k in reported:
         mean = {m: float(np.mean([r[k][m] for r in rows])) for m in keys}
         out["methods"][k] = {"chamfer_cm": round(mean["chamfer_cm"], 3), "p2s_cm": round(mean["p2s_cm"], 3),
                              "nc": round(mean["normal_consistency"], 4)}
