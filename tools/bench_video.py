@@ -190,7 +190,8 @@ def main() -> None:
         fit_v = avatar.pose(params, body, correct=False) if fitted else None
     refit_v = None
     if fitted:
-        rc = VideoFitConfig(**avatar.config["video_fit"]) if avatar.config.get("video_fit") else VideoFitConfig()
+        names = {f.name for f in dataclasses.fields(VideoFitConfig)}  # a run made before a setting was renamed
+        rc = VideoFitConfig(**{k: v for k, v in avatar.config.get("video_fit", {}).items() if k in names})
         rc = dataclasses.replace(rc, max_side=args.max_side, **({} if args.refit_iters is None
                                                                 else {"refit_iters": args.refit_iters}))
         kept, refit = refit_poses(avatar, body, tracks, tracks.params[torch.tensor(frames)], frames, rc)

@@ -32,28 +32,48 @@ def _iou(verts, faces, cam, mask):
     return (cov & m).sum() / max((cov | m).sum(), 1)
 
 
-def test_smooth_weights_softens_a_step_and_keeps_frozen_rows():
-    # a 20 x 20 grid whose left half follows joint 0 and right half joint 1; the top row is frozen
-    n = 20
+def _grid(n: int):
+    """An n x n grid over the unit square: (n*n, 3) verts, faces, and each vertex's (row, col)."""
     ij = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2)
     q = lambda i, j: i * n + j
     faces = torch.tensor([[q(i, j), q(i + 1, j), q(i + 1, j + 1)] for i in range(n - 1) for j in range(n - 1)]
                          + [[q(i, j), q(i + 1, j + 1), q(i, j + 1)] for i in range(n - 1) for j in range(n - 1)])
-    w = torch.zeros(n * n, 3)
-    w[ij[:, 1] < n // 2, 0] = 1.0
-    w[ij[:, 1] >= n // 2, 1] = 1.0
-    frozen = torch.as_tensor(ij[:, 0] == 0)
-    out = smooth_weights(w, faces, 10, frozen)
-    assert torch.equal(smooth_weights(w, faces, 0, frozen), w)
-    assert torch.allclose(out.sum(1), torch.ones(n * n), atol=1e-6)
+    verts = torch.tensor(np.c_[ij[:, ::-1] / (n - 1), np.zeros(len(ij))], dtype=torch.float32)
+    return verts, faces, ij
+
+
+def _step(verts: torch.Tensor) -> torch.Tensor:
+    w = torch.zeros(len(verts), 3)  # left half follows joint 0, right half joint 1
+    w[verts[:, 0] < 0.5, 0] = 1.0
+    w[verts[:, 0] >= 0.5, 1] = 1.0
+    return w
+
+
+def test_smooth_weights_softens_a_step_and_keeps_frozen_rows():
+    verts, faces, ij = _grid(20)
+    w = _step(verts)
+    frozen = torch.as_tensor(ij[:, 0] == 0)  # the bottom row
+    out = smooth_weights(w, verts, faces, 0.2, frozen)
+    assert torch.equal(smooth_weights(w, verts, faces, 0.0, frozen), w)
+    assert torch.allclose(out.sum(1), torch.ones(len(w)), atol=1e-6)
     assert torch.equal(out[frozen], w[frozen])
     assert float(out[:, 2].abs().max()) == 0.0  # no weight appears on a joint nobody had
-    row = out[q(n - 1, 0):q(n - 1, n - 1) + 1, 0]  # the bottom row, across the step
-    steps = (row[1:] - row[:-1]).abs()
-    assert float(steps.max()) < 0.3 and float(row[0]) > 0.95 and float(row[-1]) < 0.05
-    assert bool((row[1:] <= row[:-1] + 1e-6).all())  # still monotone across the step
+    row = out[ij[:, 0] == 10, 0]  # across the step: monotone, no longer a step
+    assert bool((row[1:] <= row[:-1] + 1e-6).all())
+    assert 0.6 < float(row[9]) < 0.95 and 0.05 < float(row[10]) < 0.4
+    soft = smooth_weights(w, verts, faces, 0.2, frozen, frozen_radius=0.2)
+    assert float((soft[frozen] - w[frozen]).abs().max()) > 0.05  # a frozen radius smooths those rows too
 
 
+def test_smooth_weights_spread_is_in_metres_not_edges():
+    # the same square meshed twice as finely: the smoothed weights agree where the vertices coincide
+    coarse_v, coarse_f, _ = _grid(11)
+    fine_v, fine_f, fine_ij = _grid(21)
+    a = smooth_weights(_step(coarse_v), coarse_v, coarse_f, 0.3)[:, 0]
+    b = smooth_weights(_step(fine_v), fine_v, fine_f, 0.3)[:, 0]
+    common = torch.as_tensor((fine_ij[:, 0] % 2 == 0) & (fine_ij[:, 1] % 2 == 0))
+    assert float((a - b[common]).abs().max()) < 0.1  # (the step itself is sampled half a cell apart)
+    assert 0.2 < float(a[5 * 11 + 5]) < 0.8  # and it did smooth (that vertex started at 0)
 def test_template_subdivision_keeps_skinning(anny_body):
     body = anny_body
     rest = body.rest(torch.zeros(1, body.num_betas))[0][0]
