@@ -8,7 +8,8 @@ reconstructions whose prior was trained on synthetic data. This step fits to the
    subdivided (``subdivide`` midpoint levels: 13,718 -> 54,854 vertices on Anny), plus per-vertex offsets
    (canonical frame, metres). Skinning weights are the body's (interpolated at the new vertices, then
    diffused over the surface, ``skin_smooth_radius``, less on the hands, so the hips and armpits do not tear
-   under LBS; after the fit once more over the fitted surface, ``fitted_smooth_radius``), so fingers stay separate, nothing bridges the legs or the arm and torso, and the glTF skin is exact.
+   under LBS; after the fit once more over the fitted surface, ``fitted_smooth_radius``), so fingers stay
+   separate, nothing bridges the legs or the arm and torso, and the glTF skin is exact.
    Offsets start at the fusion surface (closest point, where it lies within ``max_offset`` and faces the
    same way) and are zero on the hands (the body's hands are better than any fused ones).
 2. **Fit.** Posed by LBS with each frame's (refined) SMPL-X pose and rendered with the tracking
@@ -242,6 +243,7 @@ def smooth_weights(weights: torch.Tensor, verts: torch.Tensor, faces: torch.Tens
 
     if radius <= 0 and (frozen is None or frozen_radius <= 0):
         return weights
+    verts, faces = verts.detach().cpu(), faces.cpu()  # a sparse LU on the CPU, whatever the device
     e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).long().sort(1).values.unique(dim=0)
     V = len(weights)
     i, j = e[:, 0].numpy(), e[:, 1].numpy()
@@ -250,13 +252,13 @@ def smooth_weights(weights: torch.Tensor, verts: torch.Tensor, faces: torch.Tens
     L = sp.diags(np.asarray(A.sum(1)).ravel()) - A
     t = np.full(V, max(radius, 0.0) ** 2 / 4)
     if frozen is not None:
-        t[frozen.numpy()] = max(frozen_radius, 0.0) ** 2 / 4
+        t[frozen.cpu().numpy()] = max(frozen_radius, 0.0) ** 2 / 4
     solve = factorized((sp.identity(V) + sp.diags(t) @ L).tocsc())
-    w = weights.double().numpy()
+    w = weights.detach().double().cpu().numpy()
     out = np.clip(np.stack([solve(np.ascontiguousarray(w[:, k])) for k in range(w.shape[1])], 1), 0.0, None)
     out[t == 0] = w[t == 0]  # exactly (the solve leaves round-off)
     out = out / np.clip(out.sum(1, keepdims=True), 1e-12, None)
-    return torch.from_numpy(out).to(weights.dtype)
+    return torch.from_numpy(out).to(weights.device, weights.dtype)
 
 
 def initial_offsets(verts: torch.Tensor, faces: torch.Tensor, target_verts: torch.Tensor, target_faces: torch.Tensor,

@@ -191,7 +191,7 @@ def main() -> None:
     refit_v = None
     if fitted:
         names = {f.name for f in dataclasses.fields(VideoFitConfig)}  # a run made before a setting was renamed
-        rc = VideoFitConfig(**{k: v for k, v in avatar.config.get("video_fit", {}).items() if k in names})
+        rc = VideoFitConfig(**{k: v for k, v in (avatar.config.get("video_fit") or {}).items() if k in names})
         rc = dataclasses.replace(rc, max_side=args.max_side, **({} if args.refit_iters is None
                                                                 else {"refit_iters": args.refit_iters}))
         kept, refit = refit_poses(avatar, body, tracks, tracks.params[torch.tensor(frames)], frames, rc)
