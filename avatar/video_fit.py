@@ -241,10 +241,12 @@ def smooth_weights(weights: torch.Tensor, verts: torch.Tensor, faces: torch.Tens
     import scipy.sparse as sp
     from scipy.sparse.linalg import factorized
 
+    from foundation.geometry.diff_render import edge_topology
+
     if radius <= 0 and (frozen is None or frozen_radius <= 0):
         return weights
-    verts, faces = verts.detach().cpu(), faces.cpu()  # a sparse LU on the CPU, whatever the device
-    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).long().sort(1).values.unique(dim=0)
+    verts, faces = verts.detach().cpu(), faces.cpu().long()  # a sparse LU on the CPU, whatever the device
+    e, _ = edge_topology(faces)
     V = len(weights)
     i, j = e[:, 0].numpy(), e[:, 1].numpy()
     a = 1.0 / (verts[e[:, 0]] - verts[e[:, 1]]).norm(dim=-1).double().clamp(min=1e-5).numpy() ** 2

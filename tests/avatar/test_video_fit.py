@@ -74,6 +74,8 @@ def test_smooth_weights_spread_is_in_metres_not_edges():
     common = torch.as_tensor((fine_ij[:, 0] % 2 == 0) & (fine_ij[:, 1] % 2 == 0))
     assert float((a - b[common]).abs().max()) < 0.1  # (the step itself is sampled half a cell apart)
     assert 0.2 < float(a[5 * 11 + 5]) < 0.8  # and it did smooth (that vertex started at 0)
+
+
 def test_template_subdivision_keeps_skinning(anny_body):
     body = anny_body
     rest = body.rest(torch.zeros(1, body.num_betas))[0][0]
