@@ -217,8 +217,10 @@ def template_mesh(rest_verts: torch.Tensor, faces: torch.Tensor, weights: torch.
 
 def uniform_laplacian(faces: torch.Tensor, num_verts: int) -> torch.Tensor:
     """(V, V) sparse ``I - D^-1 A`` of the mesh graph (a vertex minus the mean of its neighbours)."""
-    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    e = torch.cat([e, e.flip(1)]).unique(dim=0)
+    from foundation.geometry.diff_render import edge_topology
+
+    e, _ = edge_topology(faces.long())
+    e = torch.cat([e, e.flip(1)])  # both directions
     deg = torch.zeros(num_verts).index_add_(0, e[:, 0], torch.ones(len(e)))
     vals = -1.0 / deg[e[:, 0]].clamp(min=1)
     idx = torch.cat([e.T, torch.arange(num_verts).expand(2, -1)], 1)
