@@ -62,6 +62,9 @@ class TrainRecord:
         gt_front / gt_back (3, S, S): clothed normals (view frame); gt_mask_front / gt_mask_back (1, S, S).
         camera: crop camera.  body_verts: (V, 3) perturbed body (world).  vert_vis: (V,).
         points: (N, 3) world; labels: (N,) 1 inside the clothed surface.
+        body_depth / gt_depth (2, S, S): camera z (metres) of the first / last surface of the perturbed
+            body / the clothed mesh, 0 where missed (the depth net's reference and target; None in
+            records cached before they existed).
     """
 
     image: torch.Tensor
@@ -77,13 +80,16 @@ class TrainRecord:
     vert_vis: torch.Tensor
     points: torch.Tensor
     labels: torch.Tensor
+    body_depth: torch.Tensor | None = None
+    gt_depth: torch.Tensor | None = None
 
     def view(self) -> FrameView:
         """The record as a :class:`FrameView` (for :func:`recon.views.predict_clothed`)."""
         from recon.crop import CropBox
         from recon.features import ViewMaps
 
-        maps = ViewMaps(self.camera, self.body_front, self.body_back, self.body_front.abs().sum(0) > 0, self.vert_vis)
+        maps = ViewMaps(self.camera, self.body_front, self.body_back, self.body_front.abs().sum(0) > 0, self.vert_vis,
+                        body_depth=self.body_depth)
         return FrameView(CropBox(0.0, 0.0, 0.0, self.camera), self.image, self.mask, maps)
 
 
@@ -113,14 +119,16 @@ def make_record(image: np.ndarray, mask: np.ndarray, camera: Camera, gt_params: 
         n_uniform = n_points // 10
         points, labels = sample_occupancy(clothed_verts, clothed_faces, n_points - n_uniform, n_uniform, rng,
                                           sigmas=(0.005, 0.02, 0.05))
+    gt_depth = torch.stack([torch.as_tensor(gt.depth_front), torch.as_tensor(gt.depth_back)]).float()
     return TrainRecord(view.image, view.mask, view.maps.body_front, view.maps.body_back,
                        to_chw(gt.front) * mf, to_chw(gt.back) * mb, mf, mb, view.box.camera, bverts,
-                       view.maps.vert_vis, points.float(), labels.float())
+                       view.maps.vert_vis, points.float(), labels.float(), view.maps.body_depth, gt_depth)
 
 
 def stack_records(records: list[TrainRecord]) -> dict[str, torch.Tensor]:
-    """Batch the image fields of records: name -> (B, C, S, S)."""
+    """Batch the image fields of records: name -> (B, C, S, S) (the depth maps too where every record has them)."""
     names = ["image", "mask", "body_front", "body_back", "gt_front", "gt_back", "gt_mask_front", "gt_mask_back"]
+    names += [k for k in ("body_depth", "gt_depth") if all(getattr(r, k, None) is not None for r in records)]
     return {k: torch.stack([getattr(r, k) for r in records]) for k in names}
 
 

@@ -44,6 +44,10 @@ class ViewMaps:
         vert_vis: (V,) float32, 1 for body vertices seen by the camera.
         clothed_front, clothed_back: (3, S, S) clothed normal maps (predicted, or ground truth for
             training), view frame.
+        body_depth: (2, S, S) camera z (metres) of the body's first / last surface, 0 off the body (the
+            learned depth prior's reference, :mod:`recon.depth_net`); None for maps made without it.
+        clothed_depth: (2, S, S) camera z of the clothed front / back surface predicted by the depth net
+            (the econ surface's prior), or None.
     """
 
     camera: Camera
@@ -53,6 +57,8 @@ class ViewMaps:
     vert_vis: torch.Tensor
     clothed_front: torch.Tensor | None = None
     clothed_back: torch.Tensor | None = None
+    body_depth: torch.Tensor | None = None
+    clothed_depth: torch.Tensor | None = None
 
 
 def body_normal_maps(verts: torch.Tensor, faces: torch.Tensor, camera: Camera) -> ViewMaps:
@@ -76,7 +82,9 @@ def body_normal_maps(verts: torch.Tensor, faces: torch.Tensor, camera: Camera) -
             vis[faces[hits_face].reshape(-1)] = 1.0
         front = to_chw(nm.front) * torch.as_tensor(nm.mask_front, device=v.device)[None].float()
         back = to_chw(nm.back) * torch.as_tensor(nm.mask_back, device=v.device)[None].float()
-    return ViewMaps(camera, front, back, torch.as_tensor(nm.mask_front).bool(), vis)
+        depth = torch.stack([torch.as_tensor(nm.depth_front, device=v.device),
+                             torch.as_tensor(nm.depth_back, device=v.device)]).float()
+    return ViewMaps(camera, front, back, torch.as_tensor(nm.mask_front).bool(), vis, body_depth=depth)
 
 
 def nm_face_idx(nm, verts: torch.Tensor, faces: torch.Tensor, camera: Camera) -> torch.Tensor:

@@ -25,7 +25,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NormalNetConfig", "NormalNet", "normal_loss", "load_normal_net", "save_checkpoint"]
+__all__ = ["NormalNetConfig", "UNet", "NormalNet", "normal_loss", "load_normal_net", "save_checkpoint"]
 
 IN_CHANNELS = 10  # rgb 3 + mask 1 + body front 3 + body back 3
 
@@ -46,29 +46,54 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class NormalNet(nn.Module):
-    """U-Net predicting clothed normal maps front/back from image, mask and body normal maps."""
+class UNet(nn.Module):
+    """The recon nets' U-Net trunk: ``in_channels`` -> ``out_channels`` at the input's resolution, ``width``
+    channels at full resolution doubled (capped at ``max_width``) over ``levels`` stride-2 levels; the 1x1
+    head starts at zero (the subclasses predict residuals)."""
 
-    def __init__(self, cfg: NormalNetConfig = NormalNetConfig()) -> None:
+    def __init__(self, in_channels: int, out_channels: int, width: int, levels: int, max_width: int) -> None:
         super().__init__()
-        self.cfg = cfg
-        #: crop side (px) the net was trained at (set from its checkpoint; None = unknown)
-        self.train_size: int | None = None
-        widths = [min(cfg.width * 2**i, cfg.max_width) for i in range(cfg.levels + 1)]
-        self.stem = nn.Sequential(nn.Conv2d(IN_CHANNELS, widths[0], 3, padding=1), nn.LeakyReLU(0.1, inplace=True))
+        self.levels = levels
+        widths = [min(width * 2**i, max_width) for i in range(levels + 1)]
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1), nn.LeakyReLU(0.1, inplace=True))
         self.down = nn.ModuleList(
             nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1), _block(widths[i + 1], widths[i + 1]))
-            for i in range(cfg.levels)
+            for i in range(levels)
         )
-        self.up = nn.ModuleList(_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(cfg.levels)))
-        self.head = nn.Conv2d(widths[0], 6, 1)
+        self.up = nn.ModuleList(_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(levels)))
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     @property
     def multiple(self) -> int:
         """Image sides must be divisible by this."""
-        return 2**self.cfg.levels
+        return 2**self.levels
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, H, W) -> (B, out_channels, H, W); H and W divisible by :attr:`multiple`."""
+        if x.shape[-2] % self.multiple or x.shape[-1] % self.multiple:
+            raise ValueError(f"{type(self).__name__}: image size {tuple(x.shape[-2:])} must be divisible by "
+                             f"{self.multiple}")
+        feats = [self.stem(x)]
+        for d in self.down:
+            feats.append(d(feats[-1]))
+        y = feats[-1]
+        for i, u in enumerate(self.up):
+            skip = feats[-2 - i]
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = u(torch.cat([y, skip], 1))
+        return self.head(y)
+
+
+class NormalNet(UNet):
+    """U-Net predicting clothed normal maps front/back from image, mask and body normal maps."""
+
+    def __init__(self, cfg: NormalNetConfig = NormalNetConfig()) -> None:
+        super().__init__(IN_CHANNELS, 6, cfg.width, cfg.levels, cfg.max_width)
+        self.cfg = cfg
+        #: crop side (px) the net was trained at (set from its checkpoint; None = unknown)
+        self.train_size: int | None = None
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor, body_front: torch.Tensor,
                 body_back: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,19 +105,7 @@ class NormalNet(nn.Module):
         Returns:
             front, back: (B, 3, S, S) unit normals in the view frame (meaningful inside the mask).
         """
-        S = image.shape[-1]
-        if image.shape[-2] % self.multiple or S % self.multiple:
-            raise ValueError(f"NormalNet: image size {tuple(image.shape[-2:])} must be divisible by {self.multiple}")
-        x = torch.cat([image * mask, mask, body_front, body_back], 1)
-        feats = [self.stem(x)]
-        for d in self.down:
-            feats.append(d(feats[-1]))
-        y = feats[-1]
-        for i, u in enumerate(self.up):
-            skip = feats[-2 - i]
-            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            y = u(torch.cat([y, skip], 1))
-        delta = self.head(y)
+        delta = self.trunk(torch.cat([image * mask, mask, body_front, body_back], 1))
         front = F.normalize(body_front + delta[:, :3], dim=1, eps=1e-6)
         back = F.normalize(body_back + delta[:, 3:], dim=1, eps=1e-6)
         return front, back

@@ -40,6 +40,7 @@ __all__ = ["ReconConfig", "FrameResult", "FrameCache", "cache_key", "run_recon",
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_NORMAL_NET = "normal_net.safetensors"
 DEFAULT_IMPLICIT = "implicit.safetensors"
+DEFAULT_DEPTH_NET = "depth_net.safetensors"
 #: The SMPL-X parameters the ICON refinement changes per frame.
 REFINED_PARAMS = ("global_orient", "body_pose", "betas", "transl")
 
@@ -48,8 +49,9 @@ REFINED_PARAMS = ("global_orient", "body_pose", "betas", "transl")
 class ReconConfig:
     """Recon stage settings (the schema of ``recon.*`` in the pipeline config; defaults here only).
 
-    normal_net_ckpt / implicit_ckpt: checkpoint paths; null = the committed ones in
+    normal_net_ckpt / implicit_ckpt / depth_net_ckpt: checkpoint paths; null = the committed ones in
         ``recon/checkpoints/`` (relative paths are tried against the working directory, then the package).
+        The depth net (:mod:`recon.depth_net`) is loaded only when ``econ.depth_prior_weight`` > 0.
     crop_size: ICON crop side in pixels; null = the size the normal net was trained at (its checkpoint's
         ``stats.crop_size``; 128 if the checkpoint does not say). The net is fully convolutional, but its
         features are learned at one scale: another size is allowed (divisible by ``2**levels``) and warned of.
@@ -78,6 +80,7 @@ class ReconConfig:
 
     normal_net_ckpt: str | None = None
     implicit_ckpt: str | None = None
+    depth_net_ckpt: str | None = None
     crop_size: int | None = None
     crop_margin: float = 1.15
     refine: RefineConfig = field(default_factory=RefineConfig)
@@ -116,6 +119,21 @@ def load_models(cfg: ReconConfig) -> tuple[NormalNet, ImplicitNet]:
         log.warning("recon: crop_size %d differs from the normal net's training size %d (features at another scale)",
                     size, net.train_size)
     return net, imp
+
+
+_DEPTH_NETS: dict = {}
+
+
+def depth_net(cfg: ReconConfig):
+    """The learned depth prior named by ``cfg.depth_net_ckpt`` (default: the committed one), loaded once."""
+    from recon.depth_net import load_depth_net
+
+    path = resolve_checkpoint(cfg.depth_net_ckpt, DEFAULT_DEPTH_NET)
+    key = (str(path), path.stat().st_mtime if path.exists() else None, cfg.device)
+    if key not in _DEPTH_NETS:
+        _DEPTH_NETS.clear()
+        _DEPTH_NETS[key] = load_depth_net(path, cfg.device)
+    return _DEPTH_NETS[key]
 
 
 def crop_size(cfg: ReconConfig, net: NormalNet) -> int:
@@ -206,6 +224,14 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
     if surface == "econ":
         from foundation.body.skeleton import hand_vertices
 
+        if cfg.econ.depth_prior_weight > 0:
+            from recon.depth_net import predict_depth
+
+            m = view.maps
+            if m.body_depth is None:
+                raise ValueError("recon: the view's maps hold no body depth (the learned depth prior needs it)")
+            m.clothed_depth = predict_depth(depth_net(cfg), view.image, view.mask, m.body_front, m.body_back,
+                                            m.body_depth)
         hands = [hand_vertices(body.lbs_weights, side=s) for s in ("left", "right")]
         with torch.no_grad():
             v, f, es = econ_surface(view, mask, camera, verts, faces, cfg.econ, hands,
@@ -307,8 +333,10 @@ def cache_key(tracks, cfg: ReconConfig) -> str:
     h.update(content_digest(tracks.masks).encode())
     h.update(content_digest(tracks.images).encode())
     h.update(json.dumps(tracks.camera.to_dict(), sort_keys=True).encode())
-    for p in (resolve_checkpoint(cfg.normal_net_ckpt, DEFAULT_NORMAL_NET),
-              resolve_checkpoint(cfg.implicit_ckpt, DEFAULT_IMPLICIT)):
+    ckpts = [resolve_checkpoint(cfg.normal_net_ckpt, DEFAULT_NORMAL_NET), resolve_checkpoint(cfg.implicit_ckpt, DEFAULT_IMPLICIT)]
+    if cfg.econ.depth_prior_weight > 0:
+        ckpts.append(resolve_checkpoint(cfg.depth_net_ckpt, DEFAULT_DEPTH_NET))
+    for p in ckpts:
         h.update(p.read_bytes() if p.exists() else b"")
     return h.hexdigest()[:16]
 

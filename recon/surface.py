@@ -58,6 +58,9 @@ class SurfaceConfig:
     prior_hug: metres; the ICON surface is the prior only where its front and back depths are this close to
         the body's (elsewhere on the body the body's depth at ``integration.prior_weight``, off the body the
         nearest of those at ``integration.far_prior_weight``).
+    depth_prior_weight: weight of the learned depth prior (:mod:`recon.depth_net`, ``view.maps.clothed_depth``)
+        on the person's pixels, in place of the body's depth there; 0 = off (the net is then not run).
+    depth_prior_over_icon: the learned prior replaces the ICON surface's too where that hugs the body.
     """
 
     integration: IntegrationConfig = field(default_factory=IntegrationConfig)
@@ -72,6 +75,8 @@ class SurfaceConfig:
     prior: str = "icon"
     prior_weight: float = 0.1
     prior_hug: float = 0.05
+    depth_prior_weight: float = 0.0
+    depth_prior_over_icon: bool = True
 
 
 def loose_fraction(person: torch.Tensor, body_mask: torch.Tensor, camera: Camera, body_depth: float,
@@ -287,6 +292,20 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
         pb = torch.where(imask, idb, bb)
         pmask = imask | bmask
         weights = torch.where(imask, torch.full_like(pf, cfg.prior_weight), torch.full_like(pf, integ.prior_weight))
+    learned = getattr(view.maps, "clothed_depth", None)
+    if learned is not None and cfg.depth_prior_weight > 0:
+        # the depth net's clothed depth over the person (where the ICON surface hugs the body, that stays
+        # the prior unless depth_prior_over_icon)
+        qd = learned.to(dev).float()
+        if qd.shape[-1] != R:
+            qd = F.interpolate(qd[None], size=(R, R), mode="bilinear", align_corners=False)[0]
+        q = pm & (qd[0] > 0) & (qd[1] > qd[0])
+        if weights is not None and not cfg.depth_prior_over_icon:
+            q = q & ~imask
+        weights = torch.full_like(pf, integ.prior_weight) if weights is None else weights
+        pf, pb = torch.where(q, qd[0], pf), torch.where(q, qd[1], pb)
+        weights = torch.where(q, torch.full_like(pf, cfg.depth_prior_weight), weights)
+        pmask = pmask | q
     depth = integrate_normals(front, back, pm, cam, pf, pb, pmask, integ, weights)
     t1 = time.perf_counter()
     hands = [v[h.to(v.device)] for h in hand_masks] if (cfg.hands == "body" and hand_masks) else None

@@ -18,7 +18,8 @@ from recon.views import predict_clothed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NormalTrainConfig", "ImplicitTrainConfig", "train_normal_net", "implicit_dataset", "train_implicit"]
+__all__ = ["NormalTrainConfig", "ImplicitTrainConfig", "DepthTrainConfig", "train_normal_net", "implicit_dataset",
+           "train_implicit", "depth_dataset", "train_depth_net", "evaluate_depth_net"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,15 @@ class ImplicitTrainConfig:
     iters: int = 3000
     batch: int = 8192
     lr: float = 1e-3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DepthTrainConfig:
+    iters: int = 3000
+    batch: int = 8
+    lr: float = 5e-4
+    flip_prob: float = 0.5
     seed: int = 0
 
 
@@ -182,3 +192,85 @@ def train_implicit(feats: torch.Tensor, labels: torch.Tensor, net_cfg: ImplicitC
         stats["val_accuracy_net"] = float((pred == (vl > 0.5)).float().mean())
         stats["val_accuracy_body"] = float(((vf[:, 0] < 0) == (vl > 0.5)).float().mean())
     return net, stats
+
+
+def depth_dataset(records: list[TrainRecord], size: int) -> dict[str, torch.Tensor]:
+    """The depth net's inputs and targets at ``size`` px: the records' maps area-resampled (as
+    :func:`recon.depth_net.predict_depth` does at inference).
+
+    Returns:
+        image (B, 3, s, s), mask, body_front, body_back, reference (B, 2, s, s) metres, target (B, 2, s, s)
+        clothed camera z, valid (B, 2, s, s) bool: pixels wholly inside the clothed surface and the person mask.
+    """
+    import torch.nn.functional as F
+
+    from recon.depth_net import depth_reference
+
+    if any(r.gt_depth is None or r.body_depth is None for r in records):
+        raise ValueError("depth_dataset: the records hold no depth maps (cached before they existed); "
+                         "delete the cache under data/ so tools/train_depth_net.py rebuilds it")
+    d = stack_records(records)
+    S = d["image"].shape[-1]
+
+    def down(x: torch.Tensor) -> torch.Tensor:
+        return x if S == size else F.interpolate(x, size=(size, size), mode="area")
+
+    person = d["mask"] > 0.5
+    valid = torch.cat([d["gt_mask_front"], d["gt_mask_back"]], 1).bool() & person & (d["gt_depth"] > 0)
+    vf = valid.float()
+    num, den = down(d["gt_depth"] * vf), down(vf)
+    return {"image": down(d["image"]), "mask": down(d["mask"]), "body_front": down(d["body_front"]),
+            "body_back": down(d["body_back"]), "reference": down(depth_reference(d["body_depth"])),
+            "target": num / den.clamp(min=1e-6), "valid": den > 0.999}
+
+
+def _flip_depth(batch: dict[str, torch.Tensor], which: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mirror the selected samples left-right (normal maps: negate x; depth unchanged)."""
+    out = {}
+    for k, v in batch.items():
+        f = v.flip(-1)
+        if k in ("body_front", "body_back"):
+            f = f.clone()
+            f[:, 0] = -f[:, 0]
+        out[k] = torch.where(which[:, None, None, None], f, v)
+    return out
+
+
+def train_depth_net(records: list[TrainRecord], net_cfg=None, cfg: DepthTrainConfig = DepthTrainConfig(),
+                    val: list[TrainRecord] | None = None):
+    """Train :class:`recon.depth_net.DepthNet` with a masked L1 on the clothed front / back depth.
+
+    Returns:
+        the trained net (eval mode) and stats (first / last train loss; on ``val`` the mean absolute depth error
+        of the net and of the body reference, cm).
+    """
+    from recon.depth_net import DepthNet, DepthNetConfig, depth_loss
+
+    net_cfg = net_cfg or DepthNetConfig()
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    data = depth_dataset(records, net_cfg.size)
+    net = DepthNet(net_cfg)
+    n = len(records)
+
+    def step() -> torch.Tensor:
+        idx = torch.randint(n, (min(cfg.batch, n),), generator=g)
+        b = _flip_depth({k: v[idx] for k, v in data.items()}, torch.rand(len(idx), generator=g) < cfg.flip_prob)
+        pred = net(b["image"], b["mask"], b["body_front"], b["body_back"], b["reference"])
+        return depth_loss(pred, b["target"], b["valid"])
+
+    stats = _train_loop(net, step, cfg.iters, cfg.lr, "depth net")
+    if val:
+        stats.update(evaluate_depth_net(net, val))
+    return net, stats
+
+
+def evaluate_depth_net(net, records: list[TrainRecord]) -> dict:
+    """Mean absolute error (cm) of the clothed front / back depth: the net's and the body reference's."""
+    d = depth_dataset(records, net.cfg.size)
+    with torch.no_grad():
+        pred = torch.cat([net(*(d[k][i:i + 8] for k in ("image", "mask", "body_front", "body_back", "reference")))
+                          for i in range(0, len(records), 8)])
+    v = d["valid"]
+    return {"val_depth_cm_net": float((pred - d["target"]).abs()[v].mean() * 100),
+            "val_depth_cm_body": float((d["reference"] - d["target"]).abs()[v].mean() * 100)}

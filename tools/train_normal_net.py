@@ -8,8 +8,8 @@ Training data: ``n // poses`` random subjects of :mod:`synthetic` (phenotype + o
 in ``poses`` random poses each, rendered at 512 px; the ground-truth body parameters are perturbed into a
 "fitted" body (:class:`recon.data.NoiseConfig`, tracking-like errors) and every map is taken in the ICON
 crop of that body (:func:`recon.crop.body_crop`), exactly as at inference. Records (crops, body / clothed
-normal maps, occupancy samples) are cached in ``data/recon_records_<size>_<n>_<poses>_<seed>.pt`` and
-shared with ``tools/train_implicit.py``. Whole subjects (~10 %) are held out for validation.
+normal / depth maps, occupancy samples) are cached in ``data/recon_records_v2_<size>_<n>_<poses>_<seed>.pt`` and
+shared with ``tools/train_implicit.py`` and ``tools/train_depth_net.py``. Whole subjects (~10 %) are held out for validation.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def load_records(n: int, size: int, seed: int, poses: int = 4, workers: int = 2,
     from tqdm import tqdm
 
     tag = f"_loose{loose_every}" if loose_every else ""
-    cache = cache_dir / f"recon_records_{size}_{n}_{poses}_{seed}{tag}.pt"
+    # v2: records hold the body's and the clothed mesh's depth maps too (tools/train_depth_net.py)
+    cache = cache_dir / f"recon_records_v2_{size}_{n}_{poses}_{seed}{tag}.pt"
     if cache.exists():
         return torch.load(cache, weights_only=False)
     jobs = [(seed, j, poses, size, loose_every) for j in range(max(1, n // poses))]

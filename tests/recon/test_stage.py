@@ -8,6 +8,7 @@ import torch
 
 from foundation.camera import Camera
 from recon.normal_net import NormalNet, NormalNetConfig
+from tests.fixtures.toy import skirt_mask
 
 S_IMG = 96
 
@@ -248,26 +249,6 @@ def test_run_recon_reconstructs_keyframes_of_a_long_clip(anny_body, tiny_tracks,
     assert rec2.frame_indices == [0, 1]  # an explicit list is taken as it is
 
 
-def _skirt_mask(mask: np.ndarray, cam: Camera, body, p) -> np.ndarray:
-    """The body's mask plus a flared skirt: a trapezoid from the hips (12 cm wider than them) down to the knees
-    (30 cm wider on each side)."""
-    from foundation.body.skeleton import JOINT_INDEX
-
-    with torch.no_grad():
-        j = body(p).joints[0]
-    (hl, _), (hr, _), (kl, _) = (cam.project(j[JOINT_INDEX[n]][None]) for n in ("left_hip", "right_hip", "left_knee"))
-    y0, y1 = float(hl[0, 1]), float(kl[0, 1]) + 4
-    cx = 0.5 * float(hl[0, 0] + hr[0, 0])
-    half0 = 0.5 * abs(float(hl[0, 0] - hr[0, 0])) + 0.12 * cam.fx / 3.2
-    half1 = half0 + 0.18 * cam.fx / 3.2
-    out = mask.copy()
-    for y in range(int(y0), int(y1)):
-        t = (y - y0) / max(y1 - y0, 1)
-        h = half0 + t * (half1 - half0)
-        out[y, max(0, int(cx - h)):int(cx + h) + 1] = 1.0
-    return out
-
-
 def test_auto_surface_follows_a_skirt_with_econ(anny_body):
     """A person mask with a flared skirt far outside the body: "auto" builds the econ surface, one closed
     component that covers the skirt (IoU with the mask far above the body's); the plain body mask takes icon."""
@@ -288,7 +269,7 @@ def test_auto_surface_follows_a_skirt_with_econ(anny_body):
     with torch.no_grad():
         v = anny_body(p).vertices[0]
     body_mask = torch.as_tensor(render_normal_maps(v, anny_body.faces, cam).mask_front).float().numpy()
-    skirt = _skirt_mask(body_mask, cam, anny_body, p)
+    skirt = skirt_mask(body_mask, cam, anny_body, p)
     img = np.zeros((S, S, 3), np.uint8)
     img[skirt > 0] = (60, 90, 160)
     img[body_mask > 0] = (200, 120, 60)
