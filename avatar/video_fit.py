@@ -95,7 +95,9 @@ class VideoFitConfig:
     they are.  fitted_smooth_radius: after the fit, the weights are diffused once more, over the fitted surface
     (hands kept): where the offsets squeezed it (crotch, armpits), the template's weight change across an edge sits
     on a shorter edge, which skinning stretches past 3x (taiji: 8 / 28 edges on the walk / dance at 0, 0 / 0 at
-    3 cm, the posed surface moving 0.45 mm on average, 1.5 cm at most).  seed: frame sampling.
+    3 cm, the posed surface moving 0.45 mm on average, 1.5 cm at most).  seed: frame sampling.  device: where the
+    analysis by synthesis runs ("cpu" or "cuda": posing, the Warp visibility and the soft silhouettes; the
+    weight smoothing and the texture bake stay on the CPU).
     """
 
     enabled: bool = True
@@ -131,6 +133,7 @@ class VideoFitConfig:
     hand_smooth_radius: float = 0.003
     fitted_smooth_radius: float = 0.03
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self):
         counts = (self.subdivide, self.iters, self.pose_iters, self.refit_iters)
@@ -377,15 +380,21 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     n = len(frames)
     if n == 0:
         raise ValueError("fit_geometry: no frames to fit")
-    off = torch.zeros(V, 3) if offsets is None else offsets.clone()
-    frozen = frozen if frozen is not None else torch.zeros(V, dtype=torch.bool)
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("video fit: device 'cuda' was asked for, but torch sees no CUDA device")
+    faces_cpu = faces.long().cpu()
+    verts, faces, weights, rest_joints = (t.to(dev) for t in (verts, faces.long(), weights, rest_joints))
+    off = torch.zeros(V, 3, device=dev) if offsets is None else offsets.clone().to(dev)
+    frozen = frozen.to(dev) if frozen is not None else torch.zeros(V, dtype=torch.bool, device=dev)
     keep = (~frozen).float()[:, None]
-    pose0 = torch.stack([f.params.full_pose()[0].float() for f in frames])  # (n, 55, 3)
-    transl0 = torch.stack([f.params.transl[0].float() for f in frames])
-    d_pose = torch.zeros(n, 22, 3, requires_grad=cfg.refine_pose)  # global + 21 body joints
-    d_transl = torch.zeros(n, 3, requires_grad=cfg.refine_pose)
+    pose0 = torch.stack([f.params.full_pose()[0].float() for f in frames]).to(dev)  # (n, 55, 3)
+    transl0 = torch.stack([f.params.transl[0].float() for f in frames]).to(dev)
+    d_pose = torch.zeros(n, 22, 3, device=dev, requires_grad=cfg.refine_pose)  # global + 21 body joints
+    d_transl = torch.zeros(n, 3, device=dev, requires_grad=cfg.refine_pose)
     photo = fit_offsets and colors is not None and cfg.w_photo > 0 and all(f.image is not None for f in frames)
-    small = [_small(f.camera, f.mask, cfg.max_side, f.image if photo else None) for f in frames]
+    small = [(cam, m.to(dev), None if img is None else img.to(dev))
+             for cam, m, img in (_small(f.camera, f.mask, cfg.max_side, f.image if photo else None) for f in frames)]
     rng = np.random.default_rng(cfg.seed)
     losses: dict[str, float] = {}
 
@@ -435,14 +444,15 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
             groups += [{"params": [d_pose], "lr": cfg.lr_pose * cfg.joint_pose_lr},
                        {"params": [d_transl], "lr": cfg.lr_transl * cfg.joint_pose_lr}]
         if photo:
-            col = colors.float().clone().clamp(0, 1).requires_grad_(True)
-            log_gain = torch.zeros(n, 3, requires_grad=True)
+            col = colors.float().clone().clamp(0, 1).to(dev).requires_grad_(True)
+            log_gain = torch.zeros(n, 3, device=dev, requires_grad=True)
             groups += [{"params": [col], "lr": cfg.lr_color}, {"params": [log_gain], "lr": cfg.lr_color}]
             er = np.ones((3, 3), np.uint8)
-            inner = [torch.from_numpy(cv2.erode((m.numpy() > 0.5).astype(np.uint8), er).astype(bool)) for _, m, _ in small]
+            inner = [torch.from_numpy(cv2.erode((m.cpu().numpy() > 0.5).astype(np.uint8), er).astype(bool)).to(dev)
+                     for _, m, _ in small]
         opt = torch.optim.Adam(groups)
         sched = decay(opt, cfg.iters)
-        L = uniform_laplacian(faces, V)
+        L = uniform_laplacian(faces_cpu, V).to(dev)
         from foundation.geometry.diff_render import edge_topology
 
         edges, _ = edge_topology(faces)
@@ -482,11 +492,11 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         out = []
         for k, f in enumerate(frames):
             p = f.params.clone()
-            p.global_orient = p.global_orient + d_pose[k : k + 1, 0].to(p.global_orient.dtype)
-            p.body_pose = p.body_pose + d_pose[k : k + 1, 1:22].to(p.body_pose.dtype)
-            p.transl = p.transl + d_transl[k : k + 1].to(p.transl.dtype)
+            p.global_orient = p.global_orient + d_pose[k : k + 1, 0].to(p.global_orient)
+            p.body_pose = p.body_pose + d_pose[k : k + 1, 1:22].to(p.body_pose)
+            p.transl = p.transl + d_transl[k : k + 1].to(p.transl)
             out.append(p)
-    return off.detach(), out, losses
+    return off.detach().cpu(), out, losses
 
 
 # ---------------------------------------------------------------------------------------------- texture

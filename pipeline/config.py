@@ -49,6 +49,9 @@ class PipelineConfig:
         recon_shard: ``[i, n]``: only reconstruct every n-th recon frame from i into the run's per-frame
             cache and stop (one job of a cluster array; needs the finished tracking stage). A run without
             it afterwards merges the frames into the recon stage.
+        device: "cpu" or "cuda" (or "cuda:N") for every stage that has a device: the recon stage
+            (``recon.device``) and the avatar's fit to the video (``avatar.video_fit.device``); None: each as
+            configured (CPU by default).
     """
 
     video: Optional[str] = None
@@ -60,6 +63,7 @@ class PipelineConfig:
     seed: int = 0
     threads: Optional[int] = None
     recon_shard: Optional[list[int]] = None
+    device: Optional[str] = None
     demo: DemoConfig = field(default_factory=DemoConfig)
     body: BodyModelConfig = field(default_factory=BodyModelConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -85,6 +89,27 @@ class PipelineConfig:
         if self.recon_shard is not None and (len(self.recon_shard) != 2
                                              or not 0 <= self.recon_shard[0] < self.recon_shard[1]):
             raise ValueError(f"recon_shard must be [i, n] with 0 <= i < n, got {self.recon_shard}")
+        if self.device is not None:
+            import torch
+
+            try:
+                dev = torch.device(self.device)
+            except RuntimeError as e:
+                raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}") from e
+            if dev.type not in ("cpu", "cuda"):
+                raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"device={self.device}: torch sees no CUDA device here (is a CUDA build of torch "
+                                 f"installed?); use device=cpu")
+
+    def with_device(self) -> "PipelineConfig":
+        """The config with ``device`` (if set) written into the stages that have one."""
+        import dataclasses
+
+        if self.device is None:
+            return self
+        av = dataclasses.replace(self.avatar, video_fit=dataclasses.replace(self.avatar.video_fit, device=self.device))
+        return dataclasses.replace(self, recon=dataclasses.replace(self.recon, device=self.device), avatar=av)
 
     def forced(self, stage: str) -> bool:
         """Whether ``stage`` must be recomputed even if it is cached."""
@@ -107,4 +132,4 @@ def pipeline_config(cfg: DictConfig) -> PipelineConfig:
     from omegaconf import OmegaConf
 
     node = OmegaConf.merge(schema(PipelineConfig), {k: v for k, v in cfg.items() if k != "hydra"})
-    return to_dataclass(node, PipelineConfig)
+    return to_dataclass(node, PipelineConfig).with_device()

@@ -55,6 +55,15 @@ def _overrides(items: list[str]) -> dict:
     return {k: ast.literal_eval(v) for k, v in (e.split("=", 1) for e in items)}
 
 
+def _method_config(cfg, method: str):
+    """``"econ"`` or ``"econ:key=value,key=value"`` -> the ReconConfig of that surface path (econ overrides)."""
+    from dataclasses import replace
+
+    surface, _, rest = method.partition(":")
+    econ = replace(cfg.econ, **_overrides([e for e in rest.split(",") if e])) if rest else cfg.econ
+    return replace(cfg, surface=surface, econ=econ)
+
+
 def _oracle(res, sample, body, cfg, surface_metrics) -> dict:
     """Metrics of the econ surface on ``res``'s refined body and ICON prior with the GT clothed normal maps."""
     import copy
@@ -83,7 +92,9 @@ def main(argv=None) -> None:
     ap.add_argument("--set", default="default", choices=("default", "loose"),
                     help="default: synthetic.load_or_make_benchmark's samples; loose: synthetic.load_or_make_loose_set")
     ap.add_argument("--root", default=None, help="set cache (built if missing; default data/benchmark or data/benchmark_loose)")
-    ap.add_argument("--methods", default="icon,econ", help="surface paths to compare (recon.surface values)")
+    ap.add_argument("--methods", default="icon,econ",
+                    help="surface paths to compare (recon.surface values); a path may carry overrides of its econ "
+                         "settings after a colon, e.g. econ:depth_prior_weight=0 (named so in the table and the JSON)")
     ap.add_argument("--n", type=int, default=None, help="number of samples (default: all of the set)")
     ap.add_argument("--pick", default=None, help="comma-separated sample indices instead (e.g. for a picture)")
     ap.add_argument("--seed", type=int, default=123, help="seed of the body-fit noise")
@@ -100,6 +111,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--normal-net", default=None, help="checkpoint (default: the committed one)")
     ap.add_argument("--implicit", default=None, help="checkpoint (default: the committed one)")
+    ap.add_argument("--depth-net", default=None, help="depth-prior checkpoint (default: the committed one)")
     ap.add_argument("--image", default=None, help="write the comparison picture here (PNG)")
     ap.add_argument("--rows", type=int, default=4, help="samples in the picture")
     ap.add_argument("--pic-size", type=int, default=256, help="pixels per panel in the picture")
@@ -126,7 +138,8 @@ def main(argv=None) -> None:
     reported = ["body"] + methods + (["econ_gt_normals"] if args.oracle else [])  # rows of the table and the JSON
     body = build_body_model()
     base = ReconConfig()
-    cfg = ReconConfig(normal_net_ckpt=args.normal_net, implicit_ckpt=args.implicit, crop_size=args.crop_size,
+    cfg = ReconConfig(normal_net_ckpt=args.normal_net, implicit_ckpt=args.implicit, depth_net_ckpt=args.depth_net,
+                      crop_size=args.crop_size,
                       extract=ExtractConfig(**{**base.extract.__dict__, "fine_res": args.fine_res,
                                                "band": base.extract.band if args.band is None else args.band,
                                                "smooth_iters": base.extract.smooth_iters if args.smooth_iters is None
@@ -160,7 +173,7 @@ def main(argv=None) -> None:
             torch.manual_seed(i)
             t0 = time.perf_counter()
             res = reconstruct_frame(s.image, np.asarray(s.mask, np.float32), s.camera, fitted, body, net, imp,
-                                    replace(cfg, surface=m))
+                                    _method_config(cfg, m))
             row["seconds"][m] = time.perf_counter() - t0
             row[m] = surface_metrics(res.verts, res.faces, gv, gf)
             for k in ("loose_fraction", "surface_econ"):
