@@ -75,7 +75,7 @@ class SurfaceConfig:
     prior: str = "icon"
     prior_weight: float = 0.1
     prior_hug: float = 0.05
-    depth_prior_weight: float = 0.0
+    depth_prior_weight: float = 0.01
     depth_prior_over_icon: bool = True
 
 

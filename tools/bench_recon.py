@@ -56,11 +56,11 @@ def _overrides(items: list[str]) -> dict:
 
 
 def _method_config(cfg, method: str):
-    """``"econ"`` or ``"econ:key=value,key=value"`` -> the ReconConfig of that surface path (econ overrides)."""
+    """``"econ"`` or ``"econ:key=value:key=value"`` -> the ReconConfig of that surface path (econ overrides)."""
     from dataclasses import replace
 
-    surface, _, rest = method.partition(":")
-    econ = replace(cfg.econ, **_overrides([e for e in rest.split(",") if e])) if rest else cfg.econ
+    surface, *rest = method.split(":")
+    econ = replace(cfg.econ, **_overrides([e for e in rest if e])) if rest else cfg.econ
     return replace(cfg, surface=surface, econ=econ)
 
 
@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     ap.add_argument("--root", default=None, help="set cache (built if missing; default data/benchmark or data/benchmark_loose)")
     ap.add_argument("--methods", default="icon,econ",
                     help="surface paths to compare (recon.surface values); a path may carry overrides of its econ "
-                         "settings after a colon, e.g. econ:depth_prior_weight=0 (named so in the table and the JSON)")
+                         "settings, each after a colon, e.g. econ:depth_prior_weight=0 (named so in the table and the JSON)")
     ap.add_argument("--n", type=int, default=None, help="number of samples (default: all of the set)")
     ap.add_argument("--pick", default=None, help="comma-separated sample indices instead (e.g. for a picture)")
     ap.add_argument("--seed", type=int, default=123, help="seed of the body-fit noise")
