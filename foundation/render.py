@@ -28,7 +28,7 @@ from foundation.geometry.normals import face_normals, vertex_normals
 from foundation.geometry.raycast import RayHits, raycast
 from foundation.texture import UVTexture, sample_texture
 
-__all__ = ["SHADINGS", "LIGHT_DIR", "HEADLIGHT", "render_mesh", "render_hits", "shade_hits", "normals_to_rgb",
+__all__ = ["SHADINGS", "LIGHT_DIR", "HEADLIGHT", "render_mesh", "side_view", "render_hits", "shade_hits", "normals_to_rgb",
            "front_camera"]
 
 SHADINGS = ("lambert", "flat", "normals")
@@ -244,3 +244,18 @@ def front_camera(points: np.ndarray, size: int = 512, fov_deg: float = 30.0, mar
     half = 0.5 * max(hi[1] - lo[1], hi[0] - lo[0]) * margin
     dist = half / np.tan(np.radians(fov_deg) / 2) + (hi[2] - c[2])
     return Camera.look_at(c + np.array([0.0, 0.0, dist]), c, width=size, height=size, fov_deg=fov_deg)
+
+
+def side_view(verts, faces, camera: Camera, size: int, shading: str = "normals") -> np.ndarray:
+    """(size, size, 3) uint8 render of a mesh from the side of ``camera``: orthographic, looking along the
+    camera's x axis (from its right), the camera's up kept, framed on the mesh: the depth the view cannot show.
+
+    Args:
+        verts: (V, 3) world; faces: (F, 3); camera: the view whose side is wanted.
+    """
+    v = torch.as_tensor(np.asarray(verts), dtype=torch.float32)
+    R = np.asarray(camera.R, np.float64)  # rows: camera x (right), y (down), z (forward) in world
+    centre = 0.5 * (v.min(0).values.numpy() + v.max(0).values.numpy())
+    extent = 2.3 * float(np.abs((v.numpy() - centre) @ R[:2].T).max())
+    cam = Camera.look_at(centre + 3.0 * R[0], centre, up=-R[1], width=size, height=size, ortho_scale=extent)
+    return render_mesh(v, torch.as_tensor(np.asarray(faces), dtype=torch.long), cam, shading=shading)[0]

@@ -114,6 +114,7 @@ def main(argv=None) -> None:
     ap.add_argument("--depth-net", default=None, help="depth-prior checkpoint (default: the committed one)")
     ap.add_argument("--image", default=None, help="write the comparison picture here (PNG)")
     ap.add_argument("--rows", type=int, default=4, help="samples in the picture")
+    ap.add_argument("--side", action="store_true", help="the picture shows each surface (and the GT) from the side too")
     ap.add_argument("--pic-size", type=int, default=256, help="pixels per panel in the picture")
     ap.add_argument("--oracle", action="store_true",
                     help="also econ_gt_normals: the econ surface from ground-truth normal maps (needs icon in --methods)")
@@ -197,9 +198,14 @@ def main(argv=None) -> None:
                 return np.repeat(np.repeat(a, k, 0), k, 1)
 
             img = (view.image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+            from foundation.render import side_view
+
+            def panels(v, f):  # the crop view, then the side view
+                return [_render(v, f, cam)] + ([side_view(v, f, cam, S)] if args.side else [])
+
             pics.append(np.concatenate([up(img), up(_nrm(view.maps.clothed_front)), up(_nrm(view.maps.clothed_back))]
-                                       + [_render(meshes[m][0], meshes[m][1], cam) for m in methods]
-                                       + [_render(gv, gf, cam), _render(bv, body.faces, cam)], 1))
+                                       + [p for m in methods for p in panels(meshes[m][0], meshes[m][1])]
+                                       + panels(gv, gf) + [_render(bv, body.faces, cam)], 1))
     if not rows:
         raise SystemExit(f"bench_recon: no sample selected (--pick {args.pick} of {len(samples)})")
     keys = ("chamfer_cm", "p2s_cm", "normal_consistency")
@@ -221,7 +227,8 @@ def main(argv=None) -> None:
 
         Path(args.image).parent.mkdir(parents=True, exist_ok=True)
         iio.imwrite(args.image, np.concatenate(pics, 0))
-        print(f"picture: input | normals front | normals back | {' | '.join(methods)} | GT | fitted body -> {args.image}")
+        sides = " (each with its side view)" if args.side else ""
+        print(f"picture: input | normals front | normals back | {' | '.join(methods)} | GT{sides} | fitted body -> {args.image}")
     print(json.dumps(out))
 
 

@@ -93,13 +93,15 @@ def evaluate_run(run: Path, max_side: int = 512) -> tuple[dict, list]:
     return out, frames
 
 
-def picture(rows: list, path: Path, size: int = 256, pixelate_faces: bool = True, others: list | None = None) -> None:
+def picture(rows: list, path: Path, size: int = 256, pixelate_faces: bool = True, others: list | None = None,
+            side: bool = False) -> None:
     """One row per run: input crop | predicted front | predicted back | surface normals | surface over input
     (faces pixelated in the photos unless ``pixelate_faces`` is False). ``others``: per row, another run's
-    frame (its surface is drawn before this run's: e.g. the ICON path beside the econ path), or None."""
+    frame (its surface is drawn before this run's: e.g. the ICON path beside the econ path), or None.
+    ``side``: each surface is followed by its :func:`foundation.render.side_view`."""
     import imageio.v3 as iio
 
-    from foundation.render import render_mesh
+    from foundation.render import render_mesh, side_view
 
     out = []
     for r, (fr, maps_png, image, mask, cam) in enumerate(rows):
@@ -138,13 +140,19 @@ def picture(rows: list, path: Path, size: int = 256, pixelate_faces: bool = True
         if other is not None:
             panels.append(render_mesh(torch.as_tensor(other[0].verts), torch.as_tensor(other[0].faces), crop_cam,
                                       shading="normals")[0])
-        panels += [nimg, over]
+            if side:
+                panels.append(side_view(other[0].verts, other[0].faces, cam, size))
+        panels.append(nimg)
+        if side:
+            panels.append(side_view(fr.verts, fr.faces, cam, size))
+        panels.append(over)
         out.append(np.concatenate(panels, 1))
     w = max(r.shape[1] for r in out)
     out = [np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0)), constant_values=255) for r in out]
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, np.concatenate(out, 0))
-    print(f"picture: input | predicted normals front | back | surface | overlay -> {path}")
+    print(f"picture: input | predicted normals front | back | [beside surface{' | side' if side else ''}] | "
+          f"surface{' | side' if side else ''} | overlay -> {path}")
 
 
 def main(argv=None) -> None:
@@ -154,6 +162,7 @@ def main(argv=None) -> None:
     ap.add_argument("--picture", type=Path, default=None, help="write a picture of each run's first frame")
     ap.add_argument("--beside", type=Path, nargs="*", default=None,
                     help="runs whose surfaces the picture shows beside those of RUNS, in order (e.g. recon.surface=icon runs)")
+    ap.add_argument("--side", action="store_true", help="the picture shows each surface from the side too")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("warp").setLevel(logging.ERROR)
@@ -170,7 +179,7 @@ def main(argv=None) -> None:
         others = [evaluate_run(r, args.max_side)[1][0] for r in args.beside] if args.beside else None
         if others is not None and len(others) < len(pics):
             others += [None] * (len(pics) - len(others))
-        picture(pics, args.picture, others=others)
+        picture(pics, args.picture, others=others, side=args.side)
     print(json.dumps({"runs": [{k: r[k] for k in ("run", "recon_iou", "body_iou", "components", "watertight")}
                                for r in results]}))
 
