@@ -11,8 +11,9 @@ Each surface path of ``--methods`` (``recon.surface``: ``icon`` = implicit MLP i
 is one JSON object: ``{"set", "samples", "methods": {"body"|path: {"chamfer_cm", "p2s_cm", "nc"}},
 "seconds_per_frame": {path: s}}``.
 
-``--oracle`` adds ``econ_gt_normals``: the econ surface built on the ICON run's refined body and ICON prior, with
-the ground-truth clothed normal maps in place of the predicted ones (what the integration and stitching give
+``--oracle`` adds ``econ_gt_normals``: the econ surface built on the ICON run's refined body (and the learned
+depth prior, or the ICON surface with ``--econ "prior='icon'"``), with the ground-truth clothed normal maps in place
+of the predicted ones (what the integration and stitching give
 with perfect normals: the ceiling of better normal nets).
 
 The picture has one row per sample: input crop | predicted normals front / back | each path | GT | fitted body
@@ -79,6 +80,12 @@ def _oracle(res, sample, body, cfg, surface_metrics) -> dict:
     keep = view.mask[0] > 0.5
     view.maps.clothed_front = torch.as_tensor(nm.front).permute(2, 0, 1) * keep
     view.maps.clothed_back = torch.as_tensor(nm.back).permute(2, 0, 1) * keep
+    if cfg.econ.depth_prior_weight > 0:  # the learned depth prior, as the econ path has it
+        from recon.depth_net import predict_depth
+        from recon.stage import depth_net
+
+        m = view.maps
+        m.clothed_depth = predict_depth(depth_net(cfg), view.image, view.mask, m.body_front, m.body_back, m.body_depth)
     with torch.no_grad():
         verts = body(res.params).vertices[0]
         hands = [hand_vertices(body.lbs_weights, side=s) for s in ("left", "right")]

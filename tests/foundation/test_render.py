@@ -137,3 +137,26 @@ def test_normals_to_rgb():
     assert rgb.dtype == np.uint8
     assert tuple(rgb[0, 0]) == (128, 128, 255) and tuple(rgb[1, 1]) == (0, 128, 128)
     assert tuple(rgb[0, 1]) == (7, 7, 7)
+
+
+def test_side_view_shows_the_depth_the_view_hides():
+    """A slab thin across the view and deep along it: narrow in the view, wide from the side (the camera's up
+    kept: tall in both); the side render is framed on the mesh and is normal-shaded by default."""
+    box = trimesh.creation.box(extents=(0.1, 1.0, 0.6))  # x across, y up, z along the view
+    v, f = torch.as_tensor(box.vertices, dtype=torch.float32), torch.as_tensor(box.faces, dtype=torch.long)
+    view = Camera.look_at((0, 0, 4.0), (0, 0, 0), width=64, height=64, fov_deg=30)
+    from foundation.render import side_view
+
+    front = render_mesh(v, f, view)[1]
+    side = side_view(v, f, view, 64)
+    cover = (side != 255).any(-1)
+
+    def width_height(m):
+        ys, xs = np.nonzero(m)
+        return xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+
+    fw, fh = width_height(front)
+    sw, sh = width_height(cover)
+    assert fw < 0.3 * fh  # the view sees the slab edge-on
+    assert 0.45 < sw / sh < 0.75  # the side sees its 0.6 x 1.0 face
+    assert sh > 0.35 * 64  # framed on the mesh
