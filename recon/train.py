@@ -49,12 +49,13 @@ class DepthTrainConfig:
     seed: int = 0
 
 
-def _flip(batch: dict[str, torch.Tensor], which: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Mirror the selected samples left-right (normal maps: negate x)."""
+def _flip(batch: dict[str, torch.Tensor], which: torch.Tensor,
+          normals: tuple[str, ...] = ("body_front", "body_back", "gt_front", "gt_back")) -> dict[str, torch.Tensor]:
+    """Mirror the selected samples left-right (the ``normals`` maps: negate x; everything else, depth too, as is)."""
     out = {}
     for k, v in batch.items():
         f = v.flip(-1)
-        if k in ("body_front", "body_back", "gt_front", "gt_back"):
+        if k in normals:
             f = f.clone()
             f[:, 0] = -f[:, 0]
         out[k] = torch.where(which[:, None, None, None], f, v)
@@ -224,18 +225,6 @@ def depth_dataset(records: list[TrainRecord], size: int) -> dict[str, torch.Tens
             "target": num / den.clamp(min=1e-6), "valid": den > 0.999}
 
 
-def _flip_depth(batch: dict[str, torch.Tensor], which: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Mirror the selected samples left-right (normal maps: negate x; depth unchanged)."""
-    out = {}
-    for k, v in batch.items():
-        f = v.flip(-1)
-        if k in ("body_front", "body_back"):
-            f = f.clone()
-            f[:, 0] = -f[:, 0]
-        out[k] = torch.where(which[:, None, None, None], f, v)
-    return out
-
-
 def train_depth_net(records: list[TrainRecord], net_cfg=None, cfg: DepthTrainConfig = DepthTrainConfig(),
                     val: list[TrainRecord] | None = None):
     """Train :class:`recon.depth_net.DepthNet` with a masked L1 on the clothed front / back depth.
@@ -255,7 +244,8 @@ def train_depth_net(records: list[TrainRecord], net_cfg=None, cfg: DepthTrainCon
 
     def step() -> torch.Tensor:
         idx = torch.randint(n, (min(cfg.batch, n),), generator=g)
-        b = _flip_depth({k: v[idx] for k, v in data.items()}, torch.rand(len(idx), generator=g) < cfg.flip_prob)
+        b = _flip({k: v[idx] for k, v in data.items()}, torch.rand(len(idx), generator=g) < cfg.flip_prob,
+                  normals=("body_front", "body_back"))
         pred = net(b["image"], b["mask"], b["body_front"], b["body_back"], b["reference"])
         return depth_loss(pred, b["target"], b["valid"])
 

@@ -14,14 +14,8 @@ held out; the JSON printed at the end has their mean depth error against the bod
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import shlex
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,28 +40,16 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "recon/checkpoints/depth_net.safetensors"))
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    logging.getLogger("warp").setLevel(logging.ERROR)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    from train_normal_net import load_records
+    from train_normal_net import run_training
 
     from recon.depth_net import DepthNetConfig
-    from recon.normal_net import save_checkpoint
     from recon.train import DepthTrainConfig, train_depth_net
 
-    t0 = time.time()
-    recs = load_records(args.n, args.size, args.seed, args.poses, args.workers, loose_every=args.loose_every)
-    n_val = max(1, len(recs) // 10 // args.poses) * args.poses
-    t1 = time.time()
-    net, stats = train_depth_net(recs[n_val:], DepthNetConfig(args.width, args.levels, args.max_width, args.net_size),
-                                 DepthTrainConfig(args.iters, args.batch, args.lr, seed=args.seed), val=recs[:n_val])
-    stats.update({"data_seconds": t1 - t0, "train_seconds": time.time() - t1, "samples": len(recs),
-                  "val_samples": n_val, "crop_size": args.size})
-    cmd = "python tools/train_depth_net.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    save_checkpoint(net, args.out, {"command": cmd, "stats": stats})
-    print(json.dumps(stats, indent=2))
+    def train(recs, val):
+        return train_depth_net(recs, DepthNetConfig(args.width, args.levels, args.max_width, args.net_size),
+                               DepthTrainConfig(args.iters, args.batch, args.lr, seed=args.seed), val=val)
 
+    run_training(args, argv, "tools/train_depth_net.py", train)
 
 if __name__ == "__main__":
     main()

@@ -115,30 +115,40 @@ def main(argv=None) -> None:
     ap.add_argument("--data-only", action="store_true", help="only build / cache the training records")
     ap.add_argument("--out", default=str(ROOT / "recon/checkpoints/normal_net.safetensors"))
     args = ap.parse_args(argv)
+    from recon.normal_net import NormalNetConfig
+    from recon.train import NormalTrainConfig, train_normal_net
+
+    def train(recs, val):
+        return train_normal_net(recs, NormalNetConfig(args.width, args.levels, args.max_width),
+                                NormalTrainConfig(iters=args.iters, batch=args.batch, lr=args.lr, patch=args.patch,
+                                                  seed=args.seed), val=val)
+
+    run_training(args, argv, "tools/train_normal_net.py", train, data_only=args.data_only)
+
+
+def run_training(args, argv, script: str, train, data_only: bool = False) -> None:
+    """The training scripts' common body: threads / seed / logging, the records of ``args`` (whole subjects
+    held out for validation), ``train(records, val) -> (net, stats)``, and the checkpoint at ``args.out`` with
+    the exact command and the stats (data and training seconds too), printed as JSON."""
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("warp").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    from recon.normal_net import NormalNetConfig, save_checkpoint
-    from recon.train import NormalTrainConfig, train_normal_net
+    from recon.normal_net import save_checkpoint
 
     t0 = time.time()
     recs = load_records(args.n, args.size, args.seed, args.poses, args.workers, loose_every=args.loose_every)
-    if args.data_only:
+    if data_only:
         print(f"{len(recs)} records in {time.time() - t0:.1f} s")
         return
     n_val = max(1, len(recs) // 10 // args.poses) * args.poses
     t1 = time.time()
-    net, stats = train_normal_net(recs[n_val:], NormalNetConfig(args.width, args.levels, args.max_width),
-                                  NormalTrainConfig(iters=args.iters, batch=args.batch, lr=args.lr, patch=args.patch,
-                                                    seed=args.seed),
-                                  val=recs[:n_val])
+    net, stats = train(recs[n_val:], recs[:n_val])
     stats.update({"data_seconds": t1 - t0, "train_seconds": time.time() - t1, "samples": len(recs),
                   "val_samples": n_val, "crop_size": args.size})
-    cmd = "python tools/train_normal_net.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    cmd = f"python {script} " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     save_checkpoint(net, args.out, {"command": cmd, "stats": stats})
     print(json.dumps(stats, indent=2))
-
 
 if __name__ == "__main__":
     main()

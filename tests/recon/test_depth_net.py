@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from foundation.camera import Camera
 from recon.depth_net import DEPTH_UNIT, DepthNet, DepthNetConfig, depth_reference, predict_depth
 
 
@@ -84,24 +83,14 @@ def test_learned_prior_moves_the_econ_surface(anny_body, tmp_path):
     each; with the prior's weight at 0 the net is not run."""
     import trimesh
 
-    from foundation.geometry.raycast import raycast, render_normal_maps
+    from foundation.geometry.raycast import raycast
     from recon.normal_net import save_checkpoint
     from recon.refine import RefineConfig
     from recon.stage import ReconConfig, load_models, reconstruct_frame
     from recon.surface import SurfaceConfig
-    from tests.fixtures.toy import skirt_mask
+    from tests.fixtures.toy import skirt_scene
 
-    S = 160
-    p = anny_body.zero_params(1)
-    p.body_pose[0, 15, 2] = -0.9
-    p.body_pose[0, 16, 2] = 0.9
-    cam = Camera.look_at((0, 0.0, 3.2), (0, -0.1, 0), width=S, height=S, fov_deg=45)
-    with torch.no_grad():
-        v = anny_body(p).vertices[0]
-    body_mask = torch.as_tensor(render_normal_maps(v, anny_body.faces, cam).mask_front).float().numpy()
-    skirt = skirt_mask(body_mask, cam, anny_body, p)
-    img = np.zeros((S, S, 3), np.uint8)
-    img[skirt > 0] = (60, 90, 160)
+    p, cam, body_mask, skirt, img = skirt_scene(anny_body)
 
     def front_depth(front_units: float, w: float = 0.02):
         net = DepthNet(DepthNetConfig(width=4, levels=2, max_width=8, size=64))

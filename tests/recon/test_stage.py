@@ -8,7 +8,7 @@ import torch
 
 from foundation.camera import Camera
 from recon.normal_net import NormalNet, NormalNetConfig
-from tests.fixtures.toy import skirt_mask
+from tests.fixtures.toy import skirt_scene
 
 S_IMG = 96
 
@@ -259,20 +259,7 @@ def test_auto_surface_follows_a_skirt_with_econ(anny_body):
     from recon.refine import RefineConfig
     from recon.stage import CHECKPOINT_DIR, ReconConfig, load_models, reconstruct_frame
 
-    S = 160
-    p = anny_body.zero_params(1)
-    p.body_pose[0, 15, 2] = -0.9
-    p.body_pose[0, 16, 2] = 0.9
-    cam = Camera.look_at((0, 0.0, 3.2), (0, -0.1, 0), width=S, height=S, fov_deg=45)
-    from foundation.geometry.raycast import render_normal_maps
-
-    with torch.no_grad():
-        v = anny_body(p).vertices[0]
-    body_mask = torch.as_tensor(render_normal_maps(v, anny_body.faces, cam).mask_front).float().numpy()
-    skirt = skirt_mask(body_mask, cam, anny_body, p)
-    img = np.zeros((S, S, 3), np.uint8)
-    img[skirt > 0] = (60, 90, 160)
-    img[body_mask > 0] = (200, 120, 60)
+    p, cam, body_mask, skirt, img = skirt_scene(anny_body)
     cfg = ReconConfig(surface="auto", refine=RefineConfig(iters=0))
     net, imp = load_models(cfg)
     assert isinstance(imp, type(load_implicit(CHECKPOINT_DIR / "implicit.safetensors")))
