@@ -143,6 +143,8 @@ class VideoFitConfig:
         if min(self.skin_smooth_radius, self.hand_smooth_radius, self.fitted_smooth_radius) < 0:
             raise ValueError("VideoFitConfig: skin_smooth_radius, hand_smooth_radius and fitted_smooth_radius must "
                              "be >= 0 (m)")
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"VideoFitConfig.device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.texture_size < 16 or self.texture_size & (self.texture_size - 1):
             raise ValueError(f"VideoFitConfig.texture_size must be a power of two >= 16, got {self.texture_size}")
 

@@ -256,6 +256,6 @@ def side_view(verts, faces, camera: Camera, size: int, shading: str = "normals")
     v = torch.as_tensor(np.asarray(verts), dtype=torch.float32)
     R = np.asarray(camera.R, np.float64)  # rows: camera x (right), y (down), z (forward) in world
     centre = 0.5 * (v.min(0).values.numpy() + v.max(0).values.numpy())
-    extent = 2.3 * float(np.abs((v.numpy() - centre) @ R[:2].T).max())
+    extent = 2.3 * float(np.abs((v.numpy() - centre) @ R[1:].T).max())  # what the side sees: camera y and z
     cam = Camera.look_at(centre + 3.0 * R[0], centre, up=-R[1], width=size, height=size, ortho_scale=extent)
     return render_mesh(v, torch.as_tensor(np.asarray(faces), dtype=torch.long), cam, shading=shading)[0]

@@ -49,9 +49,9 @@ class PipelineConfig:
         recon_shard: ``[i, n]``: only reconstruct every n-th recon frame from i into the run's per-frame
             cache and stop (one job of a cluster array; needs the finished tracking stage). A run without
             it afterwards merges the frames into the recon stage.
-        device: "cpu" or "cuda" (or "cuda:N") for every stage that has a device: the recon stage
-            (``recon.device``) and the avatar's fit to the video (``avatar.video_fit.device``); None: each as
-            configured (CPU by default).
+        device: "cpu" or "cuda" (or "cuda:N") for the avatar's fit to the video (``avatar.video_fit.device``,
+            the stage's heavy GPU-ready part); None: as configured (CPU by default). The recon stage keeps its own
+            ``recon.device`` (its CUDA path is not exercised yet).
     """
 
     video: Optional[str] = None
@@ -101,15 +101,17 @@ class PipelineConfig:
             if dev.type == "cuda" and not torch.cuda.is_available():
                 raise ValueError(f"device={self.device}: torch sees no CUDA device here (is a CUDA build of torch "
                                  f"installed?); use device=cpu")
+            if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise ValueError(f"device={self.device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
 
     def with_device(self) -> "PipelineConfig":
-        """The config with ``device`` (if set) written into the stages that have one."""
+        """The config with ``device`` (if set) written into the video fit."""
         import dataclasses
 
         if self.device is None:
             return self
         av = dataclasses.replace(self.avatar, video_fit=dataclasses.replace(self.avatar.video_fit, device=self.device))
-        return dataclasses.replace(self, recon=dataclasses.replace(self.recon, device=self.device), avatar=av)
+        return dataclasses.replace(self, avatar=av)
 
     def forced(self, stage: str) -> bool:
         """Whether ``stage`` must be recomputed even if it is cached."""

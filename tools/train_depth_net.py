@@ -51,5 +51,6 @@ def main(argv=None) -> None:
 
     run_training(args, argv, "tools/train_depth_net.py", train)
 
+
 if __name__ == "__main__":
     main()

@@ -150,5 +150,6 @@ def run_training(args, argv, script: str, train, data_only: bool = False) -> Non
     save_checkpoint(net, args.out, {"command": cmd, "stats": stats})
     print(json.dumps(stats, indent=2))
 
+
 if __name__ == "__main__":
     main()

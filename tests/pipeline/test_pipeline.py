@@ -174,13 +174,13 @@ def test_bad_stage_names_are_rejected():
     assert cfg.forced("recon") and not cfg.forced("tracking")
 
 
-def test_device_reaches_the_stages_that_have_one():
-    """``device=`` is written into the recon stage and the video fit; a device torch cannot use is refused
+def test_device_reaches_the_video_fit():
+    """``device=`` is written into the video fit (recon keeps its own); a device torch cannot use is refused
     before anything runs (here no CUDA), as is a device type that does not exist."""
     import torch
 
-    cfg = pipeline_config(_compose("device=cpu", "recon.device=cuda", "avatar.video_fit.device=cuda"))
-    assert cfg.recon.device == "cpu" and cfg.avatar.video_fit.device == "cpu"
+    cfg = pipeline_config(_compose("device=cpu", "avatar.video_fit.device=cuda"))
+    assert cfg.avatar.video_fit.device == "cpu" and cfg.recon.device == "cpu"
     plain = pipeline_config(_compose())
     assert plain.device is None and plain.recon.device == "cpu" and plain.avatar.video_fit.device == "cpu"
     with pytest.raises(ValueError, match="device must be"):
