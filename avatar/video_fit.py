@@ -52,6 +52,7 @@ from foundation.body.lbs import skin_points
 from foundation.body.params import SMPLXParams
 from foundation.body.skeleton import hand_vertices
 from foundation.camera import Camera
+from foundation.device import check_device
 from foundation.geometry.normals import vertex_normals
 from foundation.texture import UVAtlas, atlas_from_face_uvs, push_pull_fill, texel_surface, uv_atlas
 
@@ -143,8 +144,7 @@ class VideoFitConfig:
         if min(self.skin_smooth_radius, self.hand_smooth_radius, self.fitted_smooth_radius) < 0:
             raise ValueError("VideoFitConfig: skin_smooth_radius, hand_smooth_radius and fitted_smooth_radius must "
                              "be >= 0 (m)")
-        if self.device.split(":")[0] not in ("cpu", "cuda"):
-            raise ValueError(f"VideoFitConfig.device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        check_device(self.device, "VideoFitConfig.device", available=False)  # a run saved on a GPU loads anywhere
         if self.texture_size < 16 or self.texture_size & (self.texture_size - 1):
             raise ValueError(f"VideoFitConfig.texture_size must be a power of two >= 16, got {self.texture_size}")
 
@@ -226,10 +226,11 @@ def uniform_laplacian(faces: torch.Tensor, num_verts: int) -> torch.Tensor:
 
     e, _ = edge_topology(faces.long())
     e = torch.cat([e, e.flip(1)])  # both directions
-    deg = torch.zeros(num_verts).index_add_(0, e[:, 0], torch.ones(len(e)))
+    dev = e.device
+    deg = torch.zeros(num_verts, device=dev).index_add_(0, e[:, 0], torch.ones(len(e), device=dev))
     vals = -1.0 / deg[e[:, 0]].clamp(min=1)
-    idx = torch.cat([e.T, torch.arange(num_verts).expand(2, -1)], 1)
-    return torch.sparse_coo_tensor(idx, torch.cat([vals, torch.ones(num_verts)]), (num_verts, num_verts),
+    idx = torch.cat([e.T, torch.arange(num_verts, device=dev).expand(2, -1)], 1)
+    return torch.sparse_coo_tensor(idx, torch.cat([vals, torch.ones(num_verts, device=dev)]), (num_verts, num_verts),
                                    check_invariants=False).coalesce()
 
 
@@ -382,10 +383,7 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     n = len(frames)
     if n == 0:
         raise ValueError("fit_geometry: no frames to fit")
-    dev = torch.device(cfg.device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("video fit: device 'cuda' was asked for, but torch sees no CUDA device")
-    faces_cpu = faces.long().cpu()
+    dev = check_device(cfg.device, "video_fit.device")
     verts, faces, weights, rest_joints = (t.to(dev) for t in (verts, faces.long(), weights, rest_joints))
     off = torch.zeros(V, 3, device=dev) if offsets is None else offsets.clone().to(dev)
     frozen = frozen.to(dev) if frozen is not None else torch.zeros(V, dtype=torch.bool, device=dev)
@@ -454,7 +452,7 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
                      for _, m, _ in small]
         opt = torch.optim.Adam(groups)
         sched = decay(opt, cfg.iters)
-        L = uniform_laplacian(faces_cpu, V).to(dev)
+        L = uniform_laplacian(faces, V)
         from foundation.geometry.diff_render import edge_topology
 
         edges, _ = edge_topology(faces)

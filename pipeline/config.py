@@ -90,19 +90,9 @@ class PipelineConfig:
                                              or not 0 <= self.recon_shard[0] < self.recon_shard[1]):
             raise ValueError(f"recon_shard must be [i, n] with 0 <= i < n, got {self.recon_shard}")
         if self.device is not None:
-            import torch
+            from foundation.device import check_device
 
-            try:
-                dev = torch.device(self.device)
-            except RuntimeError as e:
-                raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}") from e
-            if dev.type not in ("cpu", "cuda"):
-                raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"device={self.device}: torch sees no CUDA device here (is a CUDA build of torch "
-                                 f"installed?); use device=cpu")
-            if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-                raise ValueError(f"device={self.device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+            check_device(self.device)
 
     def with_device(self) -> "PipelineConfig":
         """The config with ``device`` (if set) written into the video fit."""

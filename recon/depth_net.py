@@ -18,20 +18,16 @@ the integration's prior inside the person mask.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from recon.normal_net import UNet, load_into, load_state
 
-log = logging.getLogger(__name__)
-
 __all__ = ["DepthNetConfig", "DepthNet", "DEPTH_UNIT", "depth_reference", "depth_loss", "load_depth_net",
-           "predict_depth"]
+           "predict_depth", "predict_view_depth"]
 
 #: metres per unit of the net's output (and of its relief input)
 DEPTH_UNIT = 0.1
@@ -114,6 +110,16 @@ def predict_depth(net: DepthNet, image: torch.Tensor, mask: torch.Tensor, body_f
     # the offsets are resampled, not the depth: the body's own steps (an arm before the torso) stay sharp
     off = off if S == n else F.interpolate(off, size=(S, S), mode="bilinear", align_corners=False)
     return ref + off[0]
+
+
+def predict_view_depth(net: DepthNet, view) -> torch.Tensor:
+    """:func:`predict_depth` for a :class:`recon.views.FrameView`, stored in ``view.maps.clothed_depth`` (the econ
+    surface's prior) and returned."""
+    m = view.maps
+    if m.body_depth is None:
+        raise ValueError("recon: the view's maps hold no body depth (the learned depth prior needs it)")
+    m.clothed_depth = predict_depth(net, view.image, view.mask, m.body_front, m.body_back, m.body_depth)
+    return m.clothed_depth
 
 
 def load_depth_net(path: str | Path, device=None) -> DepthNet:

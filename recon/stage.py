@@ -225,13 +225,9 @@ def reconstruct_frame(image: np.ndarray, mask: np.ndarray, camera: Camera, param
         from foundation.body.skeleton import hand_vertices
 
         if cfg.econ.depth_prior_weight > 0:
-            from recon.depth_net import predict_depth
+            from recon.depth_net import predict_view_depth
 
-            m = view.maps
-            if m.body_depth is None:
-                raise ValueError("recon: the view's maps hold no body depth (the learned depth prior needs it)")
-            m.clothed_depth = predict_depth(depth_net(cfg), view.image, view.mask, m.body_front, m.body_back,
-                                            m.body_depth)
+            predict_view_depth(depth_net(cfg), view)
         hands = [hand_vertices(body.lbs_weights, side=s) for s in ("left", "right")]
         with torch.no_grad():
             v, f, es = econ_surface(view, mask, camera, verts, faces, cfg.econ, hands,

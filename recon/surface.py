@@ -295,7 +295,7 @@ def econ_surface(view, mask: np.ndarray, camera: Camera, verts: torch.Tensor, fa
         pb = torch.where(imask, idb, bb)
         pmask = imask | bmask
         weights = torch.where(imask, torch.full_like(pf, cfg.prior_weight), torch.full_like(pf, integ.prior_weight))
-    learned = getattr(view.maps, "clothed_depth", None)
+    learned = view.maps.clothed_depth
     if learned is not None and cfg.depth_prior_weight > 0 and bool(bmask.any()):  # its reference is the body's
         # the depth net's clothed depth over the person (where the ICON surface hugs the body, that stays
         # the prior unless depth_prior_over_icon)

@@ -81,11 +81,10 @@ def _oracle(res, sample, body, cfg, surface_metrics) -> dict:
     view.maps.clothed_front = torch.as_tensor(nm.front).permute(2, 0, 1) * keep
     view.maps.clothed_back = torch.as_tensor(nm.back).permute(2, 0, 1) * keep
     if cfg.econ.depth_prior_weight > 0:  # the learned depth prior, as the econ path has it
-        from recon.depth_net import predict_depth
+        from recon.depth_net import predict_view_depth
         from recon.stage import depth_net
 
-        m = view.maps
-        m.clothed_depth = predict_depth(depth_net(cfg), view.image, view.mask, m.body_front, m.body_back, m.body_depth)
+        predict_view_depth(depth_net(cfg), view)
     with torch.no_grad():
         verts = body(res.params).vertices[0]
         hands = [hand_vertices(body.lbs_weights, side=s) for s in ("left", "right")]

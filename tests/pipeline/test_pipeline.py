@@ -190,6 +190,11 @@ def test_device_reaches_the_video_fit():
             pipeline_config(_compose("device=cuda"))
     else:
         assert pipeline_config(_compose("device=cuda")).avatar.video_fit.device == "cuda"
+    from avatar.video_fit import VideoFitConfig
+
+    assert VideoFitConfig(device="cuda:1").device == "cuda:1"  # a run saved on a GPU machine loads anywhere
+    with pytest.raises(ValueError, match="VideoFitConfig.device must be"):
+        VideoFitConfig(device="tpu")
 
 
 def test_build_validates_plain_dicts():
