@@ -217,7 +217,7 @@ def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tenso
         sub = torch.stack(torch.meshgrid(*(torch.arange(int(a[j]), int(b[j]) + 1) for j in range(3)),
                                          indexing="ij"), -1).reshape(-1, 3)
         p = lo + sub.to(dev).float() * voxel
-        near = torch.cdist(p, hv).min(1).values < hand_radius  # the body's hand replaces the maps' there
+        near = _within(p, hv, hand_radius)  # the body's hand replaces the maps' there
         if not bool(near.any()):
             continue
         sub, p = sub[near.cpu()], p[near]
@@ -225,6 +225,16 @@ def depth_volume(depth: DepthMaps, person: torch.Tensor, body_front: torch.Tenso
         vol[sub[:, 0], sub[:, 1], sub[:, 2]] = body_occ.cpu()
         n_hand += int(sub.shape[0])
     return vol.numpy(), lo.cpu().numpy(), {"volume_cells": int(n.prod()), "body_queries": n_body, "hand_cells": n_hand, "hands_hidden": hidden}
+
+
+def _within(points: torch.Tensor, verts: torch.Tensor, radius: float) -> torch.Tensor:
+    """(N,) bool: points (N, 3) closer than ``radius`` to any of ``verts`` (M, 3) (a k-d tree on the CPU; the
+    dense (N, M) distance matrix of a hand's box took ~170 ms)."""
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(verts.detach().cpu().double().numpy()).query(points.detach().cpu().double().numpy(), k=1,
+                                                               distance_upper_bound=radius)
+    return torch.from_numpy(d < radius).to(points.device)
 
 
 def crop_person(view, mask: np.ndarray, size: int) -> tuple[Camera, torch.Tensor]:

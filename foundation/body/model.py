@@ -171,6 +171,13 @@ class AnnyBody(BodyModel):
         with torch.no_grad():
             _, j0 = self._anny_rest(torch.zeros(1, cfg.num_betas))
             self.tpose_rot.copy_(self._tpose_corrections(j0[0]))
+        self._rest_cache: dict = {}  # rest(): shapes without a gradient, by value
+
+    _REST_CACHE = 8
+
+    def _apply(self, fn, *args, **kwargs):  # .to() / .float() ...: cached rest shapes are on the old device
+        self._rest_cache = {}
+        return super()._apply(fn, *args, **kwargs)
 
     def _anny_rest(self, betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Anny's own rest pose (A-pose) in the SMPL-X frame, pelvis at the origin."""
@@ -224,10 +231,28 @@ class AnnyBody(BodyModel):
                 Rw[i] = Rw[SMPLX_PARENTS[i]]
 
     def rest(self, betas, expression=None):
+        """(B, V, 3) T-pose vertices and (B, 55, 3) joints of shape ``betas`` (B, num_betas).
+
+        Anny's phenotype evaluation costs ~11 ms on the CPU and a fit that keeps the shape fixed asks for the
+        same one at every step: shapes without a gradient are kept (the last ``_REST_CACHE`` of them, by value;
+        the tensors returned are shared, never to be modified in place)."""
+        key = None
+        if not (betas.requires_grad and torch.is_grad_enabled()):
+            b = betas.detach()
+            key = (str(b.device), b.dtype, tuple(b.shape), b.cpu().numpy().tobytes())
+            hit = self._rest_cache.get(key)
+            if hit is not None:
+                return hit
         v, j = self._anny_rest(betas)
         B = v.shape[0]
         _, jt, T = forward_kinematics(self.tpose_rot.expand(B, -1, -1, -1), j, self.parents)
-        return skin_points(v, self.lbs_weights, T), jt
+        out = (skin_points(v, self.lbs_weights, T), jt)
+        if key is not None:
+            out = (out[0].detach(), out[1].detach())
+            if len(self._rest_cache) >= self._REST_CACHE:
+                self._rest_cache.pop(next(iter(self._rest_cache)))
+            self._rest_cache[key] = out
+        return out
 
 
 # ---------------------------------------------------------------------------------- smplx

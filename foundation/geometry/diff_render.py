@@ -175,11 +175,12 @@ def _nearest_edge_kernel(
     pts: wp.array(dtype=wp.vec3),
     ea: wp.array(dtype=wp.vec3),
     eb: wp.array(dtype=wp.vec3),
-    radius: float,
+    radii: wp.array(dtype=float),
     out: wp.array(dtype=wp.int32),
 ):
     tid = wp.tid() + offset
     p = pts[tid]
+    radius = radii[tid]
     r = wp.vec3(radius, radius, 1.0)
     q = wp.bvh_query_aabb(bvh, p - r, p + r)
     best = radius * radius
@@ -197,8 +198,11 @@ def _nearest_edge_kernel(
     out[tid] = best_i
 
 
-def _nearest_edges(pts: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: float) -> torch.Tensor:
-    """For (M, 2) pixel points, the index of the nearest (K, 2) segment a-b within ``radius`` (-1: none)."""
+def _nearest_edges(pts: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: float | torch.Tensor) -> torch.Tensor:
+    """For (M, 2) pixel points, the index of the nearest (K, 2) segment a-b within ``radius`` (-1: none).
+
+    ``radius``: one search radius (px) for all points, or (M,) one per point (the BVH query's cost grows with
+    its square, so a tight bound per point pays)."""
     init_warp()
     dev = pts.device
     out = torch.full((pts.shape[0],), -1, dtype=torch.int32, device=dev)
@@ -209,16 +213,33 @@ def _nearest_edges(pts: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: 
         return torch.cat([x.float(), x.new_zeros(x.shape[0], 1, dtype=torch.float32)], 1).contiguous()
 
     p3, a3, b3 = lift(pts), lift(a), lift(b)
+    radii = torch.as_tensor(radius, dtype=torch.float32, device=dev).expand(pts.shape[0]).contiguous()
     lowers, uppers = torch.minimum(a3, b3).contiguous(), torch.maximum(a3, b3).contiguous()
     with torch_stream(dev):
         bvh = wp.Bvh(wp.from_torch(lowers, dtype=wp.vec3), wp.from_torch(uppers, dtype=wp.vec3))
         args = [bvh.id, wp.from_torch(p3, dtype=wp.vec3), wp.from_torch(a3, dtype=wp.vec3),
-                wp.from_torch(b3, dtype=wp.vec3), float(radius), wp.from_torch(out)]
+                wp.from_torch(b3, dtype=wp.vec3), wp.from_torch(radii), wp.from_torch(out)]
         parallel_launch(_nearest_edge_kernel, pts.shape[0], lambda _off: args, device=wp_device(dev))
     return out.long()
 
 
 # ---------------------------------------------------------------------------------------------- silhouette
+def _opposite_distance(mask: torch.Tensor) -> torch.Tensor:
+    """(H, W) float32 Euclidean distance (px) from each pixel centre to the nearest pixel centre of the other
+    value of ``mask`` (exact: ``cv2.distanceTransform`` with the precise mask; on the CPU, whatever the device).
+
+    The segment between two pixel centres of different values crosses the silhouette's outline, which is made
+    of projected contour edges: no pixel's nearest contour edge is farther than this.
+    """
+    import cv2
+    import numpy as np
+
+    m = mask.detach().cpu().numpy().astype(np.uint8)
+    inside = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return torch.from_numpy(np.where(m > 0, inside, outside)).to(mask.device)
+
+
 def _near_boundary(mask: torch.Tensor, r: int) -> torch.Tensor:
     """(H, W) bool: pixels whose (2r+1)^2 neighbourhood holds both mask values (separable pooling,
     restricted to the mask's bounding box grown by ``r``)."""
@@ -278,7 +299,10 @@ def soft_silhouette(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, si
         ce = ce[ok]
     p = torch.stack([(pix % W).to(verts.dtype) + 0.5,
                      torch.div(pix, W, rounding_mode="floor").to(verts.dtype) + 0.5], -1)  # (M, 2) px
-    e = _nearest_edges(p.detach(), uv[ce[:, 0]].detach(), uv[ce[:, 1]].detach(), radius=3.0 * sigma_px + 1.0)
+    # search each pixel only as far as the nearest pixel of the other value (module doc): same edges found as
+    # with the band's radius everywhere, at ~1/2-1/3 of the BVH work
+    radius = (_opposite_distance(mask).reshape(-1)[pix] + 0.25).clamp(max=3.0 * sigma_px + 1.0)
+    e = _nearest_edges(p.detach(), uv[ce[:, 0]].detach(), uv[ce[:, 1]].detach(), radius=radius)
     found = e >= 0
     pix, p, e = pix[found], p[found], e[found]
     a, b = uv[ce[e, 0]], uv[ce[e, 1]]

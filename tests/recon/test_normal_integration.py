@@ -227,3 +227,15 @@ def test_a_hand_inside_the_garment_is_not_replaced():
         if hidden:  # the cloth around the hand stays filled
             c = np.round((np.asarray(centre) + 0.07 - lo) / 0.02).astype(int)
             assert vol[c[0], c[1], c[2]] > 0.99
+
+
+def test_points_within_a_radius_of_a_hand():
+    """recon.surface._within (a k-d tree) marks the points the dense distance matrix marks."""
+    from recon.surface import _within
+
+    g = torch.Generator().manual_seed(0)
+    hand = torch.rand(300, 3, generator=g) * 0.1
+    pts = torch.rand(4000, 3, generator=g) * 0.2 - 0.05
+    near = _within(pts, hand, 0.03)
+    ref = torch.cdist(pts.double(), hand.double()).min(1).values < 0.03
+    assert near.dtype == torch.bool and torch.equal(near, ref) and 0 < int(near.sum()) < len(pts)

@@ -166,3 +166,27 @@ def test_anny_cache_dir_is_passed_without_touching_the_environment(tmp_path, mon
     finally:
         anny.paths.set_anny_cache_path(prev)
     assert dict(os.environ) == env_before
+
+
+
+def test_anny_rest_shapes_are_kept_by_value(anny_body):
+    """rest() keeps shapes without a gradient (a fit with the shape fixed asks for the same one each step):
+    the kept result equals a fresh evaluation, other shapes are not confused with it, and a shape being
+    optimised is evaluated with its gradient."""
+    from foundation.body.lbs import forward_kinematics, skin_points
+
+    b = torch.zeros(1, anny_body.num_betas)
+    b[0, 0] = 0.7
+    v1, j1 = anny_body.rest(b)
+    v2, _ = anny_body.rest(b.clone())
+    assert v2 is v1  # the same shape by value: kept
+    v, j = anny_body._anny_rest(b)  # evaluated afresh
+    _, jt, T = forward_kinematics(anny_body.tpose_rot.expand(1, -1, -1, -1), j, anny_body.parents)
+    assert torch.allclose(v1, skin_points(v, anny_body.lbs_weights, T), atol=1e-6) and torch.allclose(j1, jt, atol=1e-6)
+    b2 = b.clone()
+    b2[0, 0] = -0.7
+    assert (anny_body.rest(b2)[0] - v1).abs().max() > 1e-3
+    bg = b.clone().requires_grad_(True)
+    vg, _ = anny_body.rest(bg)
+    (g,) = torch.autograd.grad(vg[..., 1].max(), bg)
+    assert g.abs().max() > 0

@@ -154,3 +154,25 @@ def test_attributes_diff_match_the_flat_render_and_carry_gradients():
     assert float(v.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="attrs"):
         render_attributes_diff(verts, faces, PERSP, colors[:-1])
+
+
+def test_soft_silhouette_search_bound_finds_the_same_edges(monkeypatch):
+    """Each pixel searches only as far as the nearest pixel of the other value: the silhouette and its
+    gradient are those of the search over the whole band."""
+    import foundation.geometry.diff_render as dr
+
+    verts, faces = _sphere(sub=4)
+    verts = verts * torch.tensor([1.0, 1.6, 0.7]) + 0.03 * torch.sin(7 * verts)  # an uneven outline
+    cam = Camera.look_at((0.4, 0.2, 3.0), (0, 0, 0), width=96, height=80, fov_deg=35.0)
+    opp = dr._opposite_distance(raycast(verts, faces, cam).mask)
+    assert opp.min() >= 1.0 and opp.max() > 5.0  # px to the other value's nearest pixel centre
+    out = []
+    for bounded in (True, False):
+        if not bounded:
+            monkeypatch.setattr(dr, "_opposite_distance", lambda m: torch.full(m.shape, 1e6))
+        v = verts.clone().requires_grad_(True)
+        s = soft_silhouette(v, faces, cam, sigma_px=2.5)
+        (s * torch.linspace(0, 1, s.numel()).view_as(s)).sum().backward()
+        out.append((s.detach(), v.grad))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+    assert ((out[0][0] > 0) & (out[0][0] < 1)).sum() > 100
