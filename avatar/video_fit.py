@@ -11,7 +11,7 @@ reconstructions whose prior was trained on synthetic data. This step fits to the
    under LBS; after the fit once more over the fitted surface, ``fitted_smooth_radius``), so fingers stay
    separate, nothing bridges the legs or the arm and torso, and the glTF skin is exact.
    Offsets start at the fusion surface (closest point, where it lies within ``max_offset`` and faces the
-   same way) and are zero on the hands (the body's hands are better than any fused ones).
+   same way) and are zero on the hands and the face (the body's are better than any fused ones).
 2. **Fit.** Posed by LBS with each frame's (refined) SMPL-X pose and rendered with the tracking
    camera at ``max_side`` px (the evaluation size: silhouettes are fitted to the pixel); the soft
    silhouette (:func:`foundation.geometry.diff_render.soft_silhouette`) is compared with the person mask.
@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from foundation.body.lbs import skin_points
 from foundation.body.params import SMPLXParams
-from foundation.body.skeleton import hand_vertices
+from foundation.body.skeleton import face_vertices, hand_vertices
 from foundation.camera import Camera
 from foundation.device import check_device
 from foundation.geometry.normals import vertex_normals
@@ -83,7 +83,10 @@ class VideoFitConfig:
     offsets; w_offset: change of the offsets from their start (the fusion surface: silhouettes do
     not constrain depth); w_pose: refined pose vs the tracked one (weak: it only holds what silhouettes do not
     see, such as a limb's twist).  max_offset: clamp (m) of the
-    offsets.  refine_pose: optimise per-frame pose and translation.  texture_size: R of the R x R texture;
+    offsets.  refine_pose: optimise per-frame pose and translation.  face_from_body: the face
+    (:func:`~foundation.body.skeleton.face_vertices`) keeps the body template's shape, as the hands do (offsets 0):
+    the fusion surface has no eyes or mouth, and pulled onto it the template's eyes, lips and mouth fold up (the
+    fit then crumples the whole face; studio clip).  texture_size: R of the R x R texture;
     bake_max_side: frame size (px) the texture is baked from; min_mask_pixels: frames with fewer mask pixels
     are skipped.  outlier_sigma: colour residual (0-1) of the robust second pass.  init_smooth_iters: Laplacian
     smoothing steps of the offsets taken from the fusion surface (its marching-cubes noise would crease the
@@ -125,6 +128,7 @@ class VideoFitConfig:
     w_pose: float = 0.05
     max_offset: float = 0.12
     refine_pose: bool = True
+    face_from_body: bool = True
     texture_size: int = 1024
     bake_max_side: int = 1024
     min_mask_pixels: int = 64
@@ -643,21 +647,24 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
     frozen = hand_vertices(W)
     W = smooth_weights(W, verts, faces, cfg.skin_smooth_radius, frozen, cfg.hand_smooth_radius)
     fm = avatar.mesh
-    off0 = initial_offsets(verts, faces, fm.verts, fm.faces, cfg.max_offset, frozen, cfg.init_smooth_iters)
+    rest_j = avatar.rest_joints(body)
+    # offsets stay zero on the hands, and on the face unless told otherwise: the body's are better than fused ones
+    # (the fusion surface is smooth there: pulled onto it, the eyes, the mouth and its inside fold up)
+    on_body = frozen | face_vertices(W, verts, rest_j) if cfg.face_from_body else frozen
+    off0 = initial_offsets(verts, faces, fm.verts, fm.faces, cfg.max_offset, on_body, cfg.init_smooth_iters)
     params = avatar.params_for(recon.params[torch.tensor(frames)])
     clip = [recon.frames[i].frame for i in frames]
     ff = fit_frames(tracks, params, clip, cfg.min_mask_pixels)
     if not ff:
         log.warning("video fit: no training frame has a person mask; keeping the fusion avatar")
         return avatar
-    rest_j = avatar.rest_joints(body)
     seconds = {"setup": time.perf_counter() - t0}
     t1 = time.perf_counter()
     col0 = None
     if cfg.w_photo > 0:  # the photometric term starts at the fusion's colours
         cp0 = signed_distance(verts + off0, fm.verts.float(), fm.faces.long())
         col0 = _surface_colors(fm, cp0) / 255.0
-    off, refined, losses = fit_geometry(verts, faces, W, rest_j, body.parents, ff, cfg, off0, frozen,
+    off, refined, losses = fit_geometry(verts, faces, W, rest_j, body.parents, ff, cfg, off0, on_body,
                                         progress=progress, colors=col0)
     seconds["silhouette"] = time.perf_counter() - t1
     t1 = time.perf_counter()

@@ -75,7 +75,8 @@ def render_body(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, sigma:
     return to_chw(front), to_chw(back), sil
 
 
-def refine_loss(verts: torch.Tensor, faces: torch.Tensor, view: FrameView, cfg: RefineConfig, maps=None
+def refine_loss(verts: torch.Tensor, faces: torch.Tensor, view: FrameView, cfg: RefineConfig,
+                loss_maps: tuple[Camera, torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
                 ) -> tuple[torch.Tensor, dict]:
     """Data terms of the refinement for one view (predicted clothed normals must be set).
 
@@ -84,12 +85,13 @@ def refine_loss(verts: torch.Tensor, faces: torch.Tensor, view: FrameView, cfg: 
     |soft silhouette - mask|.
 
     Args:
-        maps: ``_loss_maps(view, cfg.loss_size)`` when the caller keeps them (they change only when the
-            normals are predicted again); None computes them.
+        loss_maps: the crop camera, mask and predicted normals at ``cfg.loss_size`` when the caller keeps them
+            (they change only when the normals are predicted again); None makes them from ``view``.
+
     Returns:
         scalar loss, dict of float parts.
     """
-    camera, mask, targets = _loss_maps(view, cfg.loss_size) if maps is None else maps
+    camera, mask, targets = _loss_maps(view, cfg.loss_size) if loss_maps is None else loss_maps
     front, back, sil = render_body(verts, faces, camera, cfg.sigma)
     w = ((mask > 0.5) & (sil.detach() > 0.5)).float()
     denom = w.sum().clamp(min=1.0)
@@ -153,11 +155,11 @@ def refine_body(image: np.ndarray, mask: np.ndarray, camera: Camera, params: SMP
             verts = body(p).vertices[0]
         view = prepare_view(image, mask, camera, verts, faces, crop_size, crop_margin)
         predict_clothed(net, view)
-        maps = _loss_maps(view, cfg.loss_size)  # fixed for this loop's steps
+        loss_maps = _loss_maps(view, cfg.loss_size)  # fixed for this loop's steps
         for _ in range(n_steps):
             opt.zero_grad(set_to_none=True)
             verts = body(p).vertices[0]
-            data, parts = refine_loss(verts, faces, view, cfg, maps)
+            data, parts = refine_loss(verts, faces, view, cfg, loss_maps)
             prior = (cfg.w_pose_prior * ((p.global_orient - p0.global_orient) ** 2).sum()
                      + cfg.w_pose_prior * ((p.body_pose - p0.body_pose) ** 2).sum()
                      + cfg.w_transl_prior * ((p.transl - p0.transl) ** 2).sum())

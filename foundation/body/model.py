@@ -144,6 +144,7 @@ class AnnyBody(BodyModel):
     """
 
     name = "anny"
+    _REST_CACHE = 8  # rest(): how many shapes are kept
 
     def __init__(self, cfg: BodyModelConfig = BodyModelConfig()) -> None:
         super().__init__(cfg.num_betas, cfg.num_expression)
@@ -172,8 +173,6 @@ class AnnyBody(BodyModel):
             _, j0 = self._anny_rest(torch.zeros(1, cfg.num_betas))
             self.tpose_rot.copy_(self._tpose_corrections(j0[0]))
         self._rest_cache: dict = {}  # rest(): shapes without a gradient, by value
-
-    _REST_CACHE = 8
 
     def _apply(self, fn, *args, **kwargs):  # .to() / .float() ...: cached rest shapes are on the old device
         self._rest_cache = {}
@@ -233,13 +232,14 @@ class AnnyBody(BodyModel):
     def rest(self, betas, expression=None):
         """(B, V, 3) T-pose vertices and (B, 55, 3) joints of shape ``betas`` (B, num_betas).
 
-        Anny's phenotype evaluation costs ~11 ms on the CPU and a fit that keeps the shape fixed asks for the
-        same one at every step: shapes without a gradient are kept (the last ``_REST_CACHE`` of them, by value;
-        the tensors returned are shared, never to be modified in place)."""
+        Anny's phenotype evaluation costs ~11 ms on the CPU and a per-frame fit that keeps the shape fixed asks
+        for the same one at every step: single shapes (B = 1) without a gradient are kept by value, the
+        ``_REST_CACHE`` most recently added (the tensors returned are shared: never modify them in place; the
+        model's buffers are not to change after construction)."""
         key = None
-        if not (betas.requires_grad and torch.is_grad_enabled()):
+        if betas.shape[0] == 1 and not (betas.requires_grad and torch.is_grad_enabled()):
             b = betas.detach()
-            key = (str(b.device), b.dtype, tuple(b.shape), b.cpu().numpy().tobytes())
+            key = (str(b.device), b.dtype, tuple(b.shape), b.float().cpu().numpy().tobytes())
             hit = self._rest_cache.get(key)
             if hit is not None:
                 return hit

@@ -86,3 +86,21 @@ def hand_vertices(weights, threshold: float = 0.5, side: str | None = None):
     """
     joints = {"left": LEFT_HAND_JOINTS, "right": RIGHT_HAND_JOINTS, None: HAND_JOINTS}[side]
     return weights[:, list(joints)].sum(1) > threshold
+
+
+#: Joints that carry the face (head, jaw, eyes), SMPL-X order.
+FACE_JOINTS: tuple[int, ...] = tuple(JOINT_INDEX[n] for n in ("head", "jaw", "left_eye", "right_eye"))
+
+
+def face_vertices(weights, verts, joints, threshold: float = 0.5, depth: float = 0.04, brow: float = 0.04):
+    """(V,) bool: the face of a body in its rest pose: vertices skinned mostly (> ``threshold``) to the head, jaw
+    and eyes that lie in front of the eyes' plane pushed ``depth`` m back and below it raised ``brow`` m (the
+    eyes, the mouth and its inside, nose, cheeks and chin; not the forehead, the scalp or the ears).
+
+    Args:
+        weights: (V, 55) skinning weights; verts: (V, 3) rest vertices and joints: (55, 3) rest joints, in the
+            SMPL-X canonical frame (Y up, Z forward, metres).
+    """
+    eyes = 0.5 * (joints[JOINT_INDEX["left_eye"]] + joints[JOINT_INDEX["right_eye"]])
+    return ((weights[:, list(FACE_JOINTS)].sum(1) > threshold) & (verts[:, 2] > eyes[2] - depth)
+            & (verts[:, 1] < eyes[1] + brow))

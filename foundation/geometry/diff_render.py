@@ -16,8 +16,9 @@ torch pass:
   boundary edge), positive inside the hard (ray-cast) mask and negative outside, and ``Phi`` the
   standard normal CDF. Only pixels within ``3 sigma_px + 1`` px of the hard mask boundary are soft
   (``Phi(3) = 0.9987``), all others take the hard mask value. The nearest contour edge per pixel is
-  found without gradient (Warp BVH over the projected edges; each pixel searches only as far as the nearest
-  pixel centre of the other value, since the outline crosses the segment between them); the distance to it
+  found without gradient (Warp BVH over the projected edges; each pixel first searches only as far as the
+  nearest pixel centre of the other value, since the outline crosses the segment between them, then, where the
+  crossing edge was not kept, over the whole band); the distance to it
   is recomputed in torch from the projected vertices, so ``dS/dverts`` moves the silhouette boundary. Cost: one
   ray cast plus O(boundary pixels) work -- ~15-20 ms forward + backward at 256x256 for a 14k-vertex
   mesh on one CPU core (``tools/bench_geometry.py``).
@@ -225,20 +226,26 @@ def _nearest_edges(pts: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: 
 
 
 # ---------------------------------------------------------------------------------------------- silhouette
-def _opposite_distance(mask: torch.Tensor) -> torch.Tensor:
-    """(H, W) float32 Euclidean distance (px) from each pixel centre to the nearest pixel centre of the other
-    value of ``mask`` (exact: ``cv2.distanceTransform`` with the precise mask; on the CPU, whatever the device).
+def _opposite_distance(mask: torch.Tensor, pix: torch.Tensor, r: int) -> torch.Tensor:
+    """(M,) float32 Euclidean distance (px) from the centres of pixels ``pix`` (flat indices, all within ``r`` px of
+    the mask's bounding box) to the nearest pixel centre of the other value of the (H, W) bool ``mask``.
 
-    The segment between two pixel centres of different values crosses the silhouette's outline, which is made
-    of projected contour edges: no pixel's nearest contour edge is farther than this.
+    Exact (``cv2.distanceTransform``, precise mask) over the mask's bounding box grown by ``r + 1``, which holds
+    every such pixel and the nearest pixel of either value to it; computed on the CPU, returned on the mask's device.
     """
     import cv2
     import numpy as np
 
+    H, W = mask.shape
     m = mask.detach().cpu().numpy().astype(np.uint8)
-    inside = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return torch.from_numpy(np.where(m > 0, inside, outside)).to(mask.device)
+    rows, cols = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
+    y0, y1 = max(int(rows[0]) - r - 1, 0), min(int(rows[-1]) + r + 2, H)
+    x0, x1 = max(int(cols[0]) - r - 1, 0), min(int(cols[-1]) + r + 2, W)
+    c = m[y0:y1, x0:x1]
+    d = np.where(c > 0, cv2.distanceTransform(c, cv2.DIST_L2, cv2.DIST_MASK_PRECISE),
+                 cv2.distanceTransform(1 - c, cv2.DIST_L2, cv2.DIST_MASK_PRECISE))
+    q = pix.cpu()
+    return torch.from_numpy(d)[q // W - y0, q % W - x0].to(mask.device)
 
 
 def _near_boundary(mask: torch.Tensor, r: int) -> torch.Tensor:
@@ -300,10 +307,14 @@ def soft_silhouette(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, si
         ce = ce[ok]
     p = torch.stack([(pix % W).to(verts.dtype) + 0.5,
                      torch.div(pix, W, rounding_mode="floor").to(verts.dtype) + 0.5], -1)  # (M, 2) px
-    # search each pixel only as far as the nearest pixel of the other value (module doc): same edges found as
-    # with the band's radius everywhere, at ~1/2-1/3 of the BVH work
-    radius = (_opposite_distance(mask).reshape(-1)[pix] + 0.25).clamp(max=3.0 * sigma_px + 1.0)
-    e = _nearest_edges(p.detach(), uv[ce[:, 0]].detach(), uv[ce[:, 1]].detach(), radius=radius)
+    # search each pixel first only as far as the nearest pixel of the other value (module doc); where that finds
+    # nothing (the crossing edge was not kept: its midpoint is off the band or the image), over the whole band
+    full = 3.0 * sigma_px + 1.0
+    ea, eb = uv[ce[:, 0]].detach(), uv[ce[:, 1]].detach()
+    e = _nearest_edges(p.detach(), ea, eb, radius=(_opposite_distance(mask, pix, r) + 0.25).clamp(max=full))
+    miss = (e < 0).nonzero().squeeze(1)
+    if miss.numel():
+        e[miss] = _nearest_edges(p[miss].detach(), ea, eb, radius=full)
     found = e >= 0
     pix, p, e = pix[found], p[found], e[found]
     a, b = uv[ce[e, 0]], uv[ce[e, 1]]

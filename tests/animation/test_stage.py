@@ -11,7 +11,7 @@ from foundation.logger import NullLogger
 from tests.fixtures.toy import random_poses
 
 
-def test_run_avatar_outputs(stage_avatar):
+def test_run_avatar_outputs(stage_avatar, anny_body):
     av, out = stage_avatar
     s = av.stats
     assert s["holdout_frames"] == [2]
@@ -22,6 +22,12 @@ def test_run_avatar_outputs(stage_avatar):
     # fitted to the video: a textured mesh on the body's topology, the fusion's metrics kept beside its own
     assert av.atlas is not None and av.texture.shape == (128, 128, 3) and av.fusion_mesh is not None
     assert av.mesh.verts.shape[0] == av.prior_verts.shape[0]  # tiny config: template not subdivided
+    # the hands and the face keep the body's shape; elsewhere the offsets moved the surface
+    from foundation.body.skeleton import face_vertices, hand_vertices
+
+    keep = hand_vertices(av.prior_weights) | face_vertices(av.prior_weights, av.prior_verts, av.rest_joints(anny_body))
+    moved = (av.mesh.verts - av.prior_verts).norm(dim=-1)
+    assert keep.sum() > 100 and float(moved[keep].max()) == 0.0 and float(moved[~keep].median()) > 1e-3
     assert "fusion_holdout_psnr" in s and s["video_fit"]["frames"] == s["train_clip_frames"]
     assert (out / "canonical.obj").exists() and (out / "canonical_albedo.png").exists()
     assert not (out.parent / ".avatar_checkpoint").exists()  # resume state removed after success

@@ -168,7 +168,6 @@ def test_anny_cache_dir_is_passed_without_touching_the_environment(tmp_path, mon
     assert dict(os.environ) == env_before
 
 
-
 def test_anny_rest_shapes_are_kept_by_value(anny_body):
     """rest() keeps shapes without a gradient (a fit with the shape fixed asks for the same one each step):
     the kept result equals a fresh evaluation, other shapes are not confused with it, and a shape being
@@ -190,3 +189,22 @@ def test_anny_rest_shapes_are_kept_by_value(anny_body):
     vg, _ = anny_body.rest(bg)
     (g,) = torch.autograd.grad(vg[..., 1].max(), bg)
     assert g.abs().max() > 0
+    with torch.no_grad():
+        assert anny_body.rest(bg)[0] is v1  # no gradient asked for: kept
+    assert anny_body.rest(b.expand(2, -1))[0] is not anny_body.rest(b.expand(2, -1))[0]  # batches are not kept
+    anny_body.float()  # moving the model (here: to its own dtype) forgets them
+    assert anny_body.rest(b)[0] is not v1
+
+
+def test_face_vertices_are_the_front_of_the_head(anny_body):
+    from foundation.body.skeleton import face_vertices, hand_vertices
+
+    out = anny_body(anny_body.zero_params(1))
+    v, J, W = out.rest_vertices[0], out.rest_joints[0], anny_body.lbs_weights
+    face = face_vertices(W, v, J)
+    eyes = 0.5 * (J[JOINT_INDEX["left_eye"]] + J[JOINT_INDEX["right_eye"]])
+    assert face.sum() > 500 and not (face & hand_vertices(W)).any()
+    assert (v[face, 2] > eyes[2] - 0.04).all() and (v[face, 1] < eyes[1] + 0.04).all()
+    nose = int((v[:, 2] - 10 * v[:, 0].abs()).argmax())  # the most forward vertex near the mid-plane
+    top = int(v[:, 1].argmax())  # the crown: scalp, not face
+    assert bool(face[nose]) and not bool(face[top])

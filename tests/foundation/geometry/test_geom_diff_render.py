@@ -156,23 +156,53 @@ def test_attributes_diff_match_the_flat_render_and_carry_gradients():
         render_attributes_diff(verts, faces, PERSP, colors[:-1])
 
 
-def test_soft_silhouette_search_bound_finds_the_same_edges(monkeypatch):
-    """Each pixel searches only as far as the nearest pixel of the other value: the silhouette and its
-    gradient are those of the search over the whole band."""
+def _bar_before_box():
+    box = trimesh.creation.box((1.0, 0.8, 0.2))
+    bar = trimesh.creation.box((0.08, 1.6, 0.08))  # past the box above and below: long edges, midpoints inside
+    bar.apply_translation((0.1, 0.0, 0.4))
+    m = trimesh.util.concatenate([box, bar])
+    return torch.tensor(m.vertices, dtype=torch.float32), torch.tensor(m.faces, dtype=torch.long)
+
+
+@pytest.mark.parametrize("scene", ["sphere", "cut_by_border", "bar_before_box"])
+def test_soft_silhouette_search_bound_finds_the_same_edges(monkeypatch, scene):
+    """Each pixel first searches only as far as the nearest pixel of the other value, then (where the crossing
+    edge was not kept: off the image, or long edges whose midpoint lies inside another surface) over the band:
+    the silhouette and its gradient are those of the search over the whole band."""
     import foundation.geometry.diff_render as dr
 
-    verts, faces = _sphere(sub=4)
-    verts = verts * torch.tensor([1.0, 1.6, 0.7]) + 0.03 * torch.sin(7 * verts)  # an uneven outline
     cam = Camera.look_at((0.4, 0.2, 3.0), (0, 0, 0), width=96, height=80, fov_deg=35.0)
-    opp = dr._opposite_distance(raycast(verts, faces, cam).mask)
-    assert opp.min() >= 1.0 and opp.max() > 5.0  # px to the other value's nearest pixel centre
+    if scene == "sphere":
+        verts, faces = _sphere(sub=4)
+        verts = verts * torch.tensor([1.0, 1.6, 0.7]) + 0.03 * torch.sin(7 * verts)  # an uneven outline
+    elif scene == "cut_by_border":
+        m = trimesh.creation.box((0.9, 3.0, 0.3))
+        m.apply_translation((0.0, 1.8, 0.0))  # its long side edges' midpoints lie above the image
+        verts, faces = torch.tensor(m.vertices, dtype=torch.float32), torch.tensor(m.faces, dtype=torch.long)
+    else:
+        verts, faces = _bar_before_box()
     out = []
     for bounded in (True, False):
         if not bounded:
-            monkeypatch.setattr(dr, "_opposite_distance", lambda m: torch.full(m.shape, 1e6))
+            monkeypatch.setattr(dr, "_opposite_distance", lambda m, pix, r: torch.full((len(pix),), 1e6))
         v = verts.clone().requires_grad_(True)
         s = soft_silhouette(v, faces, cam, sigma_px=2.5)
         (s * torch.linspace(0, 1, s.numel()).view_as(s)).sum().backward()
         out.append((s.detach(), v.grad))
     assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
     assert ((out[0][0] > 0) & (out[0][0] < 1)).sum() > 100
+
+
+def test_opposite_distance_is_the_exact_distance_transform():
+    import numpy as np
+    from scipy.ndimage import distance_transform_edt
+
+    from foundation.geometry.diff_render import _near_boundary, _opposite_distance
+
+    verts, faces = _sphere(sub=3)
+    mask = raycast(verts, faces, PERSP).mask
+    pix = _near_boundary(mask, 4).reshape(-1).nonzero().squeeze(1)
+    m = mask.numpy()
+    ref = np.where(m, distance_transform_edt(m), distance_transform_edt(~m)).reshape(-1)[pix.numpy()]
+    d = _opposite_distance(mask, pix, 4)
+    assert d.shape == pix.shape and np.abs(d.numpy() - ref).max() < 1e-4 and float(d.min()) == 1.0
