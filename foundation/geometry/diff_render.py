@@ -200,11 +200,13 @@ def _nearest_edge_kernel(
     out[tid] = best_i
 
 
-def _nearest_edges(pts: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: float | torch.Tensor) -> torch.Tensor:
+def _nearest_edges(pts: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: float | torch.Tensor,
+                   retry_radius: float | None = None) -> torch.Tensor:
     """For (M, 2) pixel points, the index of the nearest (K, 2) segment a-b within ``radius`` (-1: none).
 
     ``radius``: one search radius (px) for all points, or (M,) one per point (the BVH query's cost grows with
-    its square, so a tight bound per point pays)."""
+    its square, so a tight bound per point pays).  ``retry_radius``: points that found nothing are searched
+    again this far (on the same BVH)."""
     init_warp()
     dev = pts.device
     out = torch.full((pts.shape[0],), -1, dtype=torch.int32, device=dev)
@@ -219,9 +221,18 @@ def _nearest_edges(pts: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: 
     lowers, uppers = torch.minimum(a3, b3).contiguous(), torch.maximum(a3, b3).contiguous()
     with torch_stream(dev):
         bvh = wp.Bvh(wp.from_torch(lowers, dtype=wp.vec3), wp.from_torch(uppers, dtype=wp.vec3))
-        args = [bvh.id, wp.from_torch(p3, dtype=wp.vec3), wp.from_torch(a3, dtype=wp.vec3),
-                wp.from_torch(b3, dtype=wp.vec3), wp.from_torch(radii), wp.from_torch(out)]
-        parallel_launch(_nearest_edge_kernel, pts.shape[0], lambda _off: args, device=wp_device(dev))
+
+        def launch(points: torch.Tensor, r: torch.Tensor, found: torch.Tensor) -> None:
+            args = [bvh.id, wp.from_torch(points, dtype=wp.vec3), wp.from_torch(a3, dtype=wp.vec3),
+                    wp.from_torch(b3, dtype=wp.vec3), wp.from_torch(r), wp.from_torch(found)]
+            parallel_launch(_nearest_edge_kernel, points.shape[0], lambda _off: args, device=wp_device(dev))
+
+        launch(p3, radii, out)
+        miss = (out < 0).nonzero().squeeze(1) if retry_radius is not None else out[:0].long()
+        if miss.numel():
+            again = torch.full((miss.numel(),), -1, dtype=torch.int32, device=dev)
+            launch(p3[miss].contiguous(), radii.new_full((miss.numel(),), float(retry_radius)), again)
+            out[miss] = again
     return out.long()
 
 
@@ -311,10 +322,8 @@ def soft_silhouette(verts: torch.Tensor, faces: torch.Tensor, camera: Camera, si
     # nothing (the crossing edge was not kept: its midpoint is off the band or the image), over the whole band
     full = 3.0 * sigma_px + 1.0
     ea, eb = uv[ce[:, 0]].detach(), uv[ce[:, 1]].detach()
-    e = _nearest_edges(p.detach(), ea, eb, radius=(_opposite_distance(mask, pix, r) + 0.25).clamp(max=full))
-    miss = (e < 0).nonzero().squeeze(1)
-    if miss.numel():
-        e[miss] = _nearest_edges(p[miss].detach(), ea, eb, radius=full)
+    e = _nearest_edges(p.detach(), ea, eb, radius=(_opposite_distance(mask, pix, r) + 0.25).clamp(max=full),
+                       retry_radius=full)
     found = e >= 0
     pix, p, e = pix[found], p[found], e[found]
     a, b = uv[ce[e, 0]], uv[ce[e, 1]]
