@@ -96,7 +96,8 @@ def _quat_xyzw(rotvecs: np.ndarray) -> np.ndarray:
 def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors: np.ndarray | None,
               weights: torch.Tensor, rest_joints: torch.Tensor, parents, poses: np.ndarray, root_transl: np.ndarray,
               fps: float, joint_names=None, max_influences: int = 4, normals=None, uvs=None,
-              texture: np.ndarray | None = None) -> Path:
+              texture: np.ndarray | None = None, morph_targets: np.ndarray | None = None,
+              morph_weights: np.ndarray | None = None) -> Path:
     """Write a skinned, animated glTF binary.
 
     Args:
@@ -109,9 +110,13 @@ def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors
         rest_joints: (J, 3) canonical joint positions; parents: length-J parent indices (-1 root).
         poses: (T, J, 3) local axis-angle rotations per frame; root_transl: (T, 3) SMPL-X ``transl``.
         fps: playback rate.
+        morph_targets: (K, V, 3) canonical position offsets (the avatar's pose-dependent basis,
+            :mod:`avatar.pose_space`), written as morph targets; morph_weights: (T, K) their weight per frame,
+            written as a ``weights`` animation channel (both or neither).
 
-    The skinned result of frame t equals ``skin_points(verts, weights, T_t)`` with the body's
-    canonical -> posed transforms ``x' = R_j (x - j_rest) + j_posed`` (up to the weight truncation).
+    The skinned result of frame t equals ``skin_points(verts + sum_k m_tk D_k, weights, T_t)`` with the body's
+    canonical -> posed transforms ``x' = R_j (x - j_rest) + j_posed`` (up to the weight truncation; glTF
+    applies the morph targets before the skin).
     """
     path = Path(path)
     V = verts.shape[0]
@@ -165,6 +170,15 @@ def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors
     elif colors is not None:
         c = np.concatenate([np.asarray(colors, np.uint8)[:, :3], np.full((V, 1), 255, np.uint8)], 1)
         attrs["COLOR_0"] = b.add(c, _UBYTE, "VEC4", 34962, normalized=True)
+    targets = None
+    if (morph_targets is None) != (morph_weights is None):
+        raise ValueError("write_glb: morph targets need their weights and weights need targets")
+    if morph_targets is not None:
+        mt, mw = np.asarray(morph_targets, np.float32), np.asarray(morph_weights, np.float32)
+        if mt.ndim != 3 or mt.shape[1:] != (V, 3) or mw.shape != (T, mt.shape[0]):
+            raise ValueError(f"write_glb: morph_targets must be (K, {V}, 3) and morph_weights ({T}, K), got "
+                             f"{mt.shape}, {mw.shape}")
+        targets = [{"POSITION": b.add(mt[k], _FLOAT, "VEC3", 34962, minmax=True)} for k in range(len(mt))]
     ind = b.add(np.asarray(faces, np.uint32).reshape(-1), _UINT, "SCALAR", 34963)
     ibm = np.tile(np.eye(4, dtype=np.float32), (J, 1, 1))
     ibm[:, :3, 3] = -rj
@@ -179,6 +193,9 @@ def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors
         channels.append({"sampler": len(samplers) - 1, "target": {"node": j, "path": "rotation"}})
     samplers.append({"input": t_acc, "output": b.add(root_t, _FLOAT, "VEC3"), "interpolation": "LINEAR"})
     channels.append({"sampler": len(samplers) - 1, "target": {"node": 0, "path": "translation"}})
+    if targets is not None:  # morph weights: T x K scalars, frame-major
+        samplers.append({"input": t_acc, "output": b.add(mw.reshape(-1), _FLOAT, "SCALAR"), "interpolation": "LINEAR"})
+        channels.append({"sampler": len(samplers) - 1, "target": {"node": J, "path": "weights"}})
     names = list(joint_names) if joint_names is not None else [f"joint_{j}" for j in range(J)]
     nodes = []
     for j in range(J):
@@ -190,10 +207,16 @@ def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors
             node["children"] = ch
         nodes.append(node)
     nodes.append({"name": "avatar", "mesh": 0, "skin": 0})
+    prim = {"attributes": attrs, "indices": ind, "mode": 4, "material": 0}
+    mesh: dict = {"name": "avatar", "primitives": [prim]}
+    if targets is not None:
+        prim["targets"] = targets
+        mesh["weights"] = [0.0] * len(targets)
+        mesh["extras"] = {"targetNames": [f"pose_space_{k}" for k in range(len(targets))]}
     gltf = {
         "asset": {"version": "2.0", "generator": "video-avatar animation.export"},
         "scene": 0, "scenes": [{"nodes": [0, J]}], "nodes": nodes,
-        "meshes": [{"name": "avatar", "primitives": [{"attributes": attrs, "indices": ind, "mode": 4, "material": 0}]}],
+        "meshes": [mesh],
         "materials": [material], **extra,
         "skins": [{"joints": list(range(J)), "inverseBindMatrices": ibm_acc, "skeleton": 0}],
         "animations": [{"name": "motion", "samplers": samplers, "channels": channels}],

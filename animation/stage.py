@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from animation.animate import animate
 from animation.camera import CAMERAS, sequence_cameras
@@ -176,14 +177,24 @@ def run_animation(avatar: Avatar, motion: str | Path | Motion, cfg: AnimationCon
         files["meshes_obj"] = "meshes_obj"
     if cfg.export_gltf:
         m = avatar.mesh
+        psd = avatar.pose_space
+        correct = bool(avatar.arch.get("pose_correction", True)) if cfg.correct_pose is None else cfg.correct_pose
+        morph = {}
+        if psd is not None and correct:  # the pose-dependent offsets as morph targets, weighted per frame
+            with torch.no_grad():
+                mw = torch.cat([psd.morph_weights(seq.params[s : s + 64].full_pose().float())
+                                for s in range(0, len(seq), 64)])
+            morph = {"morph_targets": psd.basis.numpy(), "morph_weights": mw.numpy()}
         if avatar.atlas is not None:  # textured: seam vertices split, one uv each
             a = avatar.atlas
+            if morph:
+                morph["morph_targets"] = morph["morph_targets"][:, a.vmap.numpy()]
             write_glb(out / "avatar.glb", m.verts[a.vmap], a.faces, None, m.weights[a.vmap], seq.rest_joints,
                       body.parents, motion.poses, motion.trans, motion.fps, SMPLX_JOINT_NAMES,
-                      normals=m.normals[a.vmap], uvs=a.uvs, texture=avatar.texture)
+                      normals=m.normals[a.vmap], uvs=a.uvs, texture=avatar.texture, **morph)
         else:
             write_glb(out / "avatar.glb", m.verts, m.faces, seq.colors, m.weights, seq.rest_joints, body.parents,
-                      motion.poses, motion.trans, motion.fps, SMPLX_JOINT_NAMES, normals=m.normals)
+                      motion.poses, motion.trans, motion.fps, SMPLX_JOINT_NAMES, normals=m.normals, **morph)
         files["glb"] = "avatar.glb"
     if cfg.render_video:
         t0 = time.perf_counter()

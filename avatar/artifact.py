@@ -4,7 +4,8 @@ On disk (one directory)::
 
     avatar.safetensors   fields (sdf.*, skin.*, color.* if trained), body prior (prior_verts, prior_weights),
                          betas, canonical mesh (mesh_verts, mesh_faces, mesh_colors, mesh_weights, ...)
-                         UV atlas (atlas_*) and texture of a fitted avatar, the fusion mesh (fusion_mesh_*)
+                         UV atlas (atlas_*) and texture of a fitted avatar, the fusion mesh (fusion_mesh_*),
+                         its pose-dependent offsets (pose_space.*)
     avatar.json          config, architecture, stats
     canonical.ply        the canonical mesh with vertex colours (for viewing)
     canonical.obj/.mtl, canonical_albedo.png   the textured canonical mesh (fitted avatars)
@@ -23,6 +24,7 @@ from foundation.body.params import SMPLXParams
 from foundation.io.atomic import atomic_path, atomic_write_json
 from foundation.texture import UVAtlas, UVTexture, write_textured_obj
 from avatar.extract import CanonicalMesh, pose_canonical_mesh
+from avatar.pose_space import PoseSpaceDeformation
 from avatar.fields import BodySkinPrior, CanonicalSDF, ColorField, SkinningField, spread_matrix
 
 __all__ = ["Avatar"]
@@ -47,6 +49,8 @@ class Avatar:
         atlas: UV atlas of ``mesh`` and texture: (R, R, 3) uint8 albedo (the avatar fitted to the video,
             :mod:`avatar.video_fit`; None for a fusion-only avatar, coloured by ``mesh.colors``).
         fusion_mesh: the ICON-fusion canonical mesh the fit started from (for comparison; None if not fitted).
+        pose_space: a fitted avatar's pose-dependent offsets of ``mesh`` (:mod:`avatar.pose_space`; its pose
+            correction, in place of the SDF's); None: none.
     """
 
     sdf: CanonicalSDF
@@ -63,6 +67,7 @@ class Avatar:
     atlas: UVAtlas | None = None
     texture: np.ndarray | None = None
     fusion_mesh: CanonicalMesh | None = None
+    pose_space: PoseSpaceDeformation | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spread", spread_matrix(self.prior_weights.shape[1]))  # derived, not saved
@@ -110,8 +115,9 @@ class Avatar:
         Args:
             params: (B frames) SMPL-X parameters (their betas are replaced by the avatar's).
             body: the body model the avatar was trained with.
-            correct: apply the pose-dependent correction of the canonical SDF; None: the avatar's own
-                choice (``arch["pose_correction"]``, set by the held-out check of the avatar stage).
+            correct: apply the pose-dependent correction (a fitted avatar's ``pose_space``, else the canonical
+                SDF's); None: the avatar's own choice (``arch["pose_correction"]``, set by the held-out check
+                of the avatar stage, or by the video fit).
             chunk: frames per batched evaluation.
             return_transforms: also return the (B, 55, 4, 4) joint transforms.
         Returns:
@@ -122,13 +128,20 @@ class Avatar:
         if correct is None:
             correct = bool(self.arch.get("pose_correction", True))
         rest_j = self.rest_joints(body)
-        corrector = self.corrector() if correct else None
+        psd = self.pose_space
+        corrector = self.corrector() if correct and psd is None else None
         verts, trans = [], []
         for s in range(0, params.batch_size, chunk):
             ps = params[s : s + chunk]
             T = pose_transforms(body, ps, rest_j)
-            verts.append(pose_canonical_mesh(self.sdf, self.mesh, ps.full_pose(), T, self.spread, correct=correct,
-                                             max_offset=self.arch.get("max_offset", 0.05), corrector=corrector))
+            if psd is not None:
+                from avatar.posing import skin_vertices
+
+                v = self.mesh.verts[None] + psd.offsets(ps.full_pose().float()) if correct else self.mesh.verts
+                verts.append(skin_vertices(v, self.mesh.weights, T.float()))
+            else:
+                verts.append(pose_canonical_mesh(self.sdf, self.mesh, ps.full_pose(), T, self.spread, correct=correct,
+                                                 max_offset=self.arch.get("max_offset", 0.05), corrector=corrector))
             trans.append(T)
         out = torch.cat(verts)
         return (out, torch.cat(trans)) if return_transforms else out
@@ -156,6 +169,8 @@ class Avatar:
         if self.fusion_mesh is not None:
             for k in _MESH_KEYS:
                 tensors[f"fusion_mesh_{k}"] = getattr(self.fusion_mesh, k).contiguous()
+        if self.pose_space is not None:
+            tensors.update(self.pose_space.tensors())
         with atomic_path(d / "avatar.safetensors") as tmp:
             save_file(tensors, str(tmp))
         atomic_write_json(d / "avatar.json", {"arch": self.arch, "config": self.config, "stats": self.stats,
@@ -208,7 +223,7 @@ class Avatar:
             fusion = CanonicalMesh(**{k: t[f"fusion_mesh_{k}"] for k in _MESH_KEYS})
         return Avatar(sdf, color, skin, mesh, t["prior_verts"], t["prior_weights"], t["betas"], a,
                       meta.get("config", {}), meta.get("stats", {}), meta.get("body_backend", "anny"),
-                      atlas, texture, fusion)
+                      atlas, texture, fusion, PoseSpaceDeformation.from_tensors(t))
 
     def render_colors(self):
         """What renders the avatar's appearance: a :class:`~foundation.texture.UVTexture`, else vertex colours."""

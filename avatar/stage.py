@@ -101,6 +101,7 @@ class AvatarConfig:
             video_fit=dataclasses.replace(self.video_fit, subdivide=0, iters=min(self.video_fit.iters, 10),
                                           pose_iters=min(self.video_fit.pose_iters, 5),
                                           refit_iters=min(self.video_fit.refit_iters, 10),
+                                          residual_iters=min(self.video_fit.residual_iters, 3),
                                           texture_size=min(self.video_fit.texture_size, 256),
                                           max_side=min(self.video_fit.max_side, 128),
                                           bake_max_side=min(self.video_fit.bake_max_side, 256)))

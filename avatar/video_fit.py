@@ -59,7 +59,7 @@ from foundation.texture import UVAtlas, atlas_from_face_uvs, push_pull_fill, tex
 log = logging.getLogger(__name__)
 
 __all__ = ["VideoFitConfig", "FitFrame", "fit_frames", "template_mesh", "initial_offsets", "fit_geometry",
-           "bake_texture", "pose_mesh", "fit_avatar_to_video", "refit_poses"]
+           "fit_pose_residuals", "bake_texture", "pose_mesh", "fit_avatar_to_video", "refit_poses"]
 
 
 
@@ -129,6 +129,11 @@ class VideoFitConfig:
     max_offset: float = 0.12
     refine_pose: bool = True
     face_from_body: bool = True
+    residual_iters: int = 24
+    lr_residual: float = 2.5e-3
+    w_residual_lap: float = 30.0
+    w_residual: float = 1.0
+    pose_space_rank: int = 16
     texture_size: int = 1024
     bake_max_side: int = 1024
     min_mask_pixels: int = 64
@@ -141,7 +146,7 @@ class VideoFitConfig:
     device: str = "cpu"
 
     def __post_init__(self):
-        counts = (self.subdivide, self.iters, self.pose_iters, self.refit_iters)
+        counts = (self.subdivide, self.iters, self.pose_iters, self.refit_iters, self.residual_iters)
         if min(counts) < 0 or min(self.frames_per_iter, self.pose_chunk) < 1:
             raise ValueError("VideoFitConfig: subdivide and the iteration counts must be >= 0, frames_per_iter and "
                              "pose_chunk >= 1")
@@ -149,6 +154,8 @@ class VideoFitConfig:
             raise ValueError("VideoFitConfig: skin_smooth_radius, hand_smooth_radius and fitted_smooth_radius must "
                              "be >= 0 (m)")
         check_device(self.device, "VideoFitConfig.device", available=False)  # a run saved on a GPU loads anywhere
+        if self.pose_space_rank < 1:
+            raise ValueError(f"VideoFitConfig.pose_space_rank must be >= 1, got {self.pose_space_rank}")
         if self.texture_size < 16 or self.texture_size & (self.texture_size - 1):
             raise ValueError(f"VideoFitConfig.texture_size must be a power of two >= 16, got {self.texture_size}")
 
@@ -362,7 +369,7 @@ def _photometric_loss(posed: torch.Tensor, faces: torch.Tensor, colors: torch.Te
 def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Tensor,
                  parents, frames: list[FitFrame], cfg: VideoFitConfig, offsets: torch.Tensor | None = None,
                  frozen: torch.Tensor | None = None, fit_offsets: bool = True, progress: bool = True,
-                 desc: str = "video fit", colors: torch.Tensor | None = None
+                 desc: str = "video fit", colors: torch.Tensor | None = None, pose_offsets=None
                  ) -> tuple[torch.Tensor, list[SMPLXParams], dict]:
     """Analysis by synthesis (module doc, step 2), in two phases.
 
@@ -380,6 +387,8 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         frames: what to fit; offsets: (V, 3) start (zeros if None); frozen: (V,) bool offsets kept at 0.
         fit_offsets: run phase 2 (False: poses only, the avatar frozen: the held-out refit).
         colors: (V, 3) float in [0, 1], the photometric term's starting vertex colours (None: no such term).
+        pose_offsets: None, or a differentiable map (B, 55, 3) poses -> (B, V, 3) canonical offsets added before
+            skinning (the avatar's :class:`~avatar.pose_space.PoseSpaceDeformation`, for the held-out refit).
     Returns:
         offsets (V, 3), the frames' refined parameters (one ``SMPLXParams`` each), a dict of final losses.
     """
@@ -405,7 +414,8 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     def posed_of(pick, d):
         pose = pose0[pick].clone()
         pose[:, :22] = pose[:, :22] + d_pose[pick]
-        return pose_mesh(verts + d, weights, rest_joints, parents, pose, transl0[pick] + d_transl[pick])
+        v = verts + d if pose_offsets is None else (verts + d)[None] + pose_offsets(pose)
+        return pose_mesh(v, weights, rest_joints, parents, pose, transl0[pick] + d_transl[pick])
 
     def pose_prior(pick):
         return cfg.w_pose * (d_pose[pick].square().sum((1, 2)).mean() + 10 * d_transl[pick].square().sum(-1).mean())
@@ -503,6 +513,74 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     return off.detach().cpu(), out, losses
 
 
+def fit_pose_residuals(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Tensor,
+                       parents, frames: list[FitFrame], cfg: VideoFitConfig, frozen: torch.Tensor | None = None,
+                       progress: bool = True) -> tuple[torch.Tensor, list[SMPLXParams], dict]:
+    """Phase 3: each training frame's own residual offsets on top of the fitted mesh (module doc, step 2b).
+
+    ``residual_iters`` iterations, every frame each iteration (``pose_chunk`` at a time): frame ``i``'s residual
+    ``D_i`` and its pose / translation are fitted to its silhouette, with a Laplacian (``w_residual_lap``) and a
+    magnitude term (``w_residual``) on ``D_i`` (what all frames share stays in the shared offsets). The residuals
+    become the avatar's :class:`~avatar.pose_space.PoseSpaceDeformation`.
+
+    Args:
+        verts, faces, weights: the fitted canonical mesh (V, 3), (F, 3), (V, J); frames: with their refined params;
+        frozen: (V,) bool vertices without residuals (hands, face).
+    Returns:
+        residuals (n, V, 3) canonical metres (CPU), the frames' parameters refined again, final losses.
+    """
+    n, V = len(frames), verts.shape[0]
+    dev = check_device(cfg.device, "video_fit.device")
+    verts, faces, weights, rest_joints = (t.to(dev) for t in (verts, faces.long(), weights, rest_joints))
+    keep = torch.ones(V, 1, device=dev) if frozen is None else (~frozen.to(dev)).float()[:, None]
+    pose0 = torch.stack([f.params.full_pose()[0].float() for f in frames]).to(dev)
+    transl0 = torch.stack([f.params.transl[0].float() for f in frames]).to(dev)
+    small = [(cam, m.to(dev), None) for cam, m, _ in (_small(f.camera, f.mask, cfg.max_side) for f in frames)]
+    D = torch.zeros(n, V, 3, device=dev, requires_grad=True)
+    d_pose = torch.zeros(n, 22, 3, device=dev, requires_grad=cfg.refine_pose)
+    d_transl = torch.zeros(n, 3, device=dev, requires_grad=cfg.refine_pose)
+    groups = [{"params": [D], "lr": cfg.lr_residual}]
+    if cfg.refine_pose:
+        groups += [{"params": [d_pose], "lr": cfg.lr_pose * cfg.joint_pose_lr},
+                   {"params": [d_transl], "lr": cfg.lr_transl * cfg.joint_pose_lr}]
+    opt = torch.optim.Adam(groups)
+    L = uniform_laplacian(faces, V)
+    losses: dict[str, float] = {}
+    iters = cfg.residual_iters
+    bar = tqdm(range(iters), desc="video fit: pose-dependent", leave=False, disable=not progress)
+    for it in bar:
+        a = it / max(iters - 1, 1)
+        sigma = 0.5 * (cfg.sigma_px_start + cfg.sigma_px) + 0.5 * (cfg.sigma_px - cfg.sigma_px_start) * a
+        opt.zero_grad()
+        tot = {"silhouette": 0.0, "residual": 0.0}
+        for c0 in range(0, n, cfg.pose_chunk):
+            pick = np.arange(c0, min(c0 + cfg.pose_chunk, n))
+            pose = pose0[pick].clone()
+            pose[:, :22] = pose[:, :22] + d_pose[pick]
+            Dk = D[pick] * keep
+            posed = pose_mesh(verts[None] + Dk, weights, rest_joints, parents, pose, transl0[pick] + d_transl[pick])
+            sil = _silhouette_loss(posed, faces, small, pick, sigma)
+            lap = torch.stack([torch.sparse.mm(L, Dk[k]).square().sum(-1).mean() for k in range(len(pick))]).sum()
+            reg = 1e2 * (cfg.w_residual_lap * lap + cfg.w_residual * Dk.square().sum(-1).mean(1).sum())
+            prior = cfg.w_pose * (d_pose[pick].square().sum((1, 2)).sum() + 10 * d_transl[pick].square().sum())
+            ((sil + reg + prior) / n).backward()
+            tot["silhouette"] += float(sil.detach()) / n
+            tot["residual"] += float(reg.detach()) / n
+        opt.step()
+        losses = tot
+        bar.set_postfix(sil=f"{losses['silhouette']:.4f}")
+    with torch.no_grad():
+        out = []
+        for k, f in enumerate(frames):
+            p = f.params.clone()
+            p.global_orient = p.global_orient + d_pose[k : k + 1, 0].to(p.global_orient)
+            p.body_pose = p.body_pose + d_pose[k : k + 1, 1:22].to(p.body_pose)
+            p.transl = p.transl + d_transl[k : k + 1].to(p.transl)
+            out.append(p)
+        res = (D * keep).detach().cpu()
+    return res, out, losses
+
+
 # ---------------------------------------------------------------------------------------------- texture
 def _frame_colors(posed: torch.Tensor, faces: torch.Tensor, points: torch.Tensor, normals: torch.Tensor,
                   cam: Camera, image: np.ndarray, mask: np.ndarray, edge_px: float
@@ -539,12 +617,13 @@ def _frame_colors(posed: torch.Tensor, faces: torch.Tensor, points: torch.Tensor
 
 def bake_texture(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Tensor, parents,
                  frames: list[FitFrame], atlas: UVAtlas, cfg: VideoFitConfig, fallback: torch.Tensor,
-                 progress: bool = True) -> tuple[np.ndarray, dict]:
+                 progress: bool = True, frame_offsets: torch.Tensor | None = None) -> tuple[np.ndarray, dict]:
     """Bake an R x R texture from the frames (module doc, step 3).
 
     Args:
         verts, faces, weights: the fitted canonical mesh; frames: with images and (refined) params;
-        atlas: its UV atlas; fallback: (V, 3) uint8 vertex colours for texels no frame saw.
+        atlas: its UV atlas; fallback: (V, 3) uint8 vertex colours for texels no frame saw;
+        frame_offsets: (n, V, 3) each frame's pose-dependent canonical offsets (None: none).
     Returns:
         (R, R, 3) uint8 texture, stats (seen fraction, per-frame gains).
     """
@@ -559,7 +638,8 @@ def bake_texture(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     obs: list[tuple[torch.Tensor, torch.Tensor]] = []
     for k, f in enumerate(tqdm(frames, desc="video fit: texture", leave=False, disable=not progress)):
         with torch.no_grad():
-            posed = pose_mesh(verts, weights, rest_joints, parents, pose[k : k + 1], transl[k : k + 1])[0]
+            v = verts if frame_offsets is None else verts + frame_offsets[k]
+            posed = pose_mesh(v, weights, rest_joints, parents, pose[k : k + 1], transl[k : k + 1])[0]
             pn = vertex_normals(posed, faces)
             pts = (posed[tri] * tb[..., None]).sum(1)
             nrm = (pn[tri] * tb[..., None]).sum(1)
@@ -673,11 +753,30 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
     # across an edge is then packed into a shorter one, which skinning stretches; diffusing over the fitted
     # surface spreads it again (the posed training surfaces move ~0.5 mm on average)
     W = smooth_weights(W, canon, faces, cfg.fitted_smooth_radius, frozen)
+    fitted = [dataclasses.replace(f, params=p) for f, p in zip(ff, refined)]
+    psd, frame_off, pstats = None, None, {}
+    if cfg.residual_iters > 0:  # phase 3: pose-dependent residuals -> a pose-space deformation
+        from avatar.pose_space import PoseSpaceDeformation
+
+        res, refined, rlosses = fit_pose_residuals(canon, faces, W, rest_j, body.parents, fitted, cfg, on_body,
+                                                   progress=progress)
+        fitted = [dataclasses.replace(f, params=p) for f, p in zip(ff, refined)]
+        rot = torch.stack([p.full_pose()[0].float() for p in refined])
+        psd = PoseSpaceDeformation.from_residuals(res, rot, cfg.pose_space_rank)
+        with torch.no_grad():
+            frame_off = psd.offsets(rot)  # what the avatar will show at these poses (RBF-blended, rank K)
+        pstats = {"pose_space": {"rank": psd.rank, "explained": round(psd.explained(res), 4),
+                                 "bandwidth": round(psd.bandwidth, 4), "losses": rlosses,
+                                 "residual_mm_mean": round(1000 * float(res.norm(dim=-1).mean()), 3),
+                                 "seconds": round(time.perf_counter() - t1, 2)}}
+        log.info("video fit: pose-dependent residuals of %d frames, silhouette loss %.4f, rank %d keeps %.0f%%",
+                 len(ff), rlosses["silhouette"], psd.rank, 100 * pstats["pose_space"]["explained"])
+        seconds["pose_space"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
     cp = signed_distance(canon, fm.verts.float(), fm.faces.long())  # fusion colours for unseen texels
     fallback = _surface_colors(fm, cp).round().clamp(0, 255)
-    fitted = [dataclasses.replace(f, params=p) for f, p in zip(ff, refined)]
     texture, tstats = bake_texture(canon, faces, W, rest_j, body.parents, fitted, atlas, cfg, fallback.to(torch.uint8),
-                                   progress=progress)
+                                   progress=progress, frame_offsets=frame_off)
     seconds["texture"] = time.perf_counter() - t1
     mesh = CanonicalMesh(canon, faces, vertex_colors_from_texture(atlas, texture, len(canon)), W,
                          vertex_normals(canon, faces), torch.zeros(len(canon)))
@@ -685,12 +784,12 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
     stats = {"frames": [f.clip_frame for f in ff], "vertices": len(canon), "losses": losses,
              "offset_mm_median": 1000 * float(off.norm(dim=-1).median()),
              "pose_change_deg_mean": float(np.degrees(np.mean(dpose))) if dpose else 0.0,
-             **tstats, "seconds": {k: round(v, 2) for k, v in seconds.items()},
+             **tstats, **pstats, "seconds": {k: round(v, 2) for k, v in seconds.items()},
              "fit_seconds": round(time.perf_counter() - t0, 2)}
     log.info("video fit: %d frames, %d vertices, silhouette loss %.4f, texture seen %.0f%%, %.1f s", len(ff),
              len(canon), losses.get("silhouette", float("nan")), 100 * tstats["seen_fraction"], stats["fit_seconds"])
     return dataclasses.replace(avatar, mesh=mesh, atlas=atlas, texture=texture, fusion_mesh=avatar.mesh,
-                               arch={**avatar.arch, "pose_correction": False},
+                               pose_space=psd, arch={**avatar.arch, "pose_correction": psd is not None},
                                stats={**avatar.stats, "video_fit": stats})
 
 
@@ -705,6 +804,8 @@ def refit_poses(avatar, body, tracks, params: SMPLXParams, clip_frames: list[int
     if not ff:
         return [], params[:0]
     one = dataclasses.replace(cfg, pose_iters=cfg.refit_iters, refine_pose=True)
+    psd = avatar.pose_space if avatar.arch.get("pose_correction", True) else None
     _, out, _ = fit_geometry(avatar.mesh.verts, avatar.mesh.faces, avatar.mesh.weights, avatar.rest_joints(body),
-                             body.parents, ff, one, fit_offsets=False, progress=progress, desc="refit")
+                             body.parents, ff, one, fit_offsets=False, progress=progress, desc="refit",
+                             pose_offsets=None if psd is None else psd.offsets)
     return [f.clip_frame for f in ff], SMPLXParams.cat(out)

@@ -187,7 +187,7 @@ def main() -> None:
     with torch.no_grad():
         body_v = body(params).vertices
         fus_v = pose_fusion(params)
-        fit_v = avatar.pose(params, body, correct=False) if fitted else None
+        fit_v = avatar.pose(params, body) if fitted else None  # its own pose-dependent offsets, if any
     refit_v = None
     if fitted:
         names = {f.name for f in dataclasses.fields(VideoFitConfig)}  # a run made before a setting was renamed
@@ -196,7 +196,7 @@ def main() -> None:
                                                                 else {"refit_iters": args.refit_iters}))
         kept, refit = refit_poses(avatar, body, tracks, tracks.params[torch.tensor(frames)], frames, rc)
         with torch.no_grad():
-            rv = avatar.pose(refit, body, correct=False)
+            rv = avatar.pose(refit, body)
         refit_v = {t: rv[k] for k, t in enumerate(kept)}
     rows: dict[str, list[dict]] = {"body": [], "fusion": [], "fitted": [], "fitted_refit": []}
     strips, pics = [], []

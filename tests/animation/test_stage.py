@@ -35,14 +35,16 @@ def test_run_avatar_outputs(stage_avatar, anny_body):
 
 def test_pose_correction_selected_on_held_out_frames(stage_avatar, anny_body):
     """The stage keeps the fusion's correction only if it did not raise the held-out Chamfer; the avatar fitted
-    to the video (no SDF level set) poses by LBS alone, and the saved avatar remembers its choice."""
+    to the video (no SDF level set) poses with its own pose-space offsets, and the saved avatar remembers its
+    choice."""
     av, _ = stage_avatar
     s = av.stats
     keep_fusion = s["fusion_holdout_chamfer_cm_corrected"] <= s["fusion_holdout_chamfer_cm_lbs"]
     assert s["fusion_pose_correction"] is keep_fusion
     assert s["fusion_holdout_chamfer_cm"] == min(s["fusion_holdout_chamfer_cm_corrected"],
                                                  s["fusion_holdout_chamfer_cm_lbs"])
-    keep = False
+    keep = av.pose_space is not None
+    assert keep and av.pose_space.basis.shape[1] == len(av.mesh.verts)
     assert s["pose_correction"] is keep and av.arch["pose_correction"] is keep
     p = random_poses(anny_body, 2, seed=9)
     torch.testing.assert_close(av.pose(p, anny_body), av.pose(p, anny_body, correct=keep))
