@@ -142,8 +142,9 @@ def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors
 
         normals = vertex_normals(torch.as_tensor(v), torch.as_tensor(np.asarray(faces, np.int64)))
     n = np.asarray(normals, np.float32)
-    n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    n[~np.isfinite(n).all(1)] = (0.0, 0.0, 1.0)
+    ln = np.linalg.norm(n, axis=1, keepdims=True)
+    n = n / np.maximum(ln, 1e-12)
+    n[~np.isfinite(n).all(1) | ~(ln[:, 0] > 1e-9)] = (0.0, 0.0, 1.0)  # no face / degenerate: any unit vector
     if (texture is None) != (uvs is None):
         raise ValueError("write_glb: a texture needs uvs and uvs need a texture")
     attrs = {"POSITION": b.add(v, _FLOAT, "VEC3", 34962, minmax=True),

@@ -22,7 +22,13 @@ reconstructions whose prior was trained on synthetic data. This step fits to the
    term: vertex colours and per-frame colour gains rendered with
    :func:`foundation.geometry.diff_render.render_attributes_diff` against the frames inside the person
    mask. Frames whose mask is (nearly) empty are skipped. The held-out refit (:func:`refit_poses`) is
-   phase 1 on the frozen avatar.
+   phase 1 on the frozen avatar (its pose-dependent offsets following the pose being refit).
+2b. **Pose-dependent offsets** (phase 3, :func:`fit_pose_residuals`, ``residual_iters``): a static mesh cannot
+   follow a swinging ponytail or a shirt that rides up with the arms, so each training frame gets its own
+   residual offsets (and its pose once more) against its silhouette; they become a
+   :class:`~avatar.pose_space.PoseSpaceDeformation` (rank ``pose_space_rank``, RBF-blended over the body
+   pose), which :meth:`~avatar.artifact.Avatar.pose`, the held-out refit, the texture bake and the glTF morph
+   targets all use.
 3. **Texture.** A UV atlas (xatlas) and an R x R texture (``texture_size``) baked by visibility-weighted
    robust averaging: every texel's surface point is posed in every training frame, kept where it is
    visible (depth test against the frame's ray-cast depth), facing the camera and inside the person mask
@@ -101,7 +107,10 @@ class VideoFitConfig:
     on a shorter edge, which skinning stretches past 3x (taiji: 8 / 28 edges on the walk / dance at 0, 0 / 0 at
     3 cm, the posed surface moving 0.45 mm on average, 1.5 cm at most).  seed: frame sampling.  device: where the
     analysis by synthesis runs ("cpu" or "cuda": posing, the Warp visibility and the soft silhouettes; the
-    weight smoothing and the texture bake stay on the CPU).
+    weight smoothing and the texture bake stay on the CPU).  residual_iters: phase-3 iterations (every frame each
+    iteration; 0: no pose-dependent offsets); lr_residual (m): their Adam rate; w_residual_lap, w_residual: Laplacian
+    and size of each frame's residual (what the frames share stays in the shared offsets); pose_space_rank: basis
+    components kept (the glTF's morph targets).
     """
 
     enabled: bool = True

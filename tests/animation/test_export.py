@@ -26,8 +26,13 @@ def _gltf_skinned(js, binary, frame):
     local = {}
     for j, n in enumerate(nodes):
         local[j] = [np.array(n.get("translation", [0, 0, 0]), np.float64), np.array([0, 0, 0, 1.0])]
+    morph = None
     for ch in anim["channels"]:
         out = _accessor(js, binary, anim["samplers"][ch["sampler"]]["output"])
+        if ch["target"]["path"] == "weights":  # T x K scalars, frame-major
+            K = len(js["meshes"][0]["weights"])
+            morph = out[frame * K : (frame + 1) * K].astype(np.float64)
+            continue
         slot = 0 if ch["target"]["path"] == "translation" else 1
         local[ch["target"]["node"]][slot] = out[frame].astype(np.float64)
     parent = {c: i for i, n in enumerate(nodes) for c in n.get("children", [])}
@@ -46,6 +51,9 @@ def _gltf_skinned(js, binary, frame):
     joint_mats = np.stack([world(j) @ ibm[k] for k, j in enumerate(skin["joints"])])
     prim = js["meshes"][0]["primitives"][0]
     pos = _accessor(js, binary, prim["attributes"]["POSITION"]).astype(np.float64)
+    if morph is not None:  # glTF morphs before it skins
+        for w, tgt in zip(morph, prim["targets"]):
+            pos = pos + w * _accessor(js, binary, tgt["POSITION"]).astype(np.float64)
     J4 = _accessor(js, binary, prim["attributes"]["JOINTS_0"]).astype(int)
     W4 = _accessor(js, binary, prim["attributes"]["WEIGHTS_0"]).astype(np.float64)
     M = (W4[..., None, None] * joint_mats[J4]).sum(1)
@@ -82,6 +90,45 @@ def test_glb_skin_and_animation_match_lbs(tmp_path, anny_body):
         np.testing.assert_allclose(got, ref, atol=1e-4)
         full = skin_points(rest[None], W, out.joint_transforms[t : t + 1])[0].numpy()
         assert np.abs(got - full).max() < 0.01  # 4 influences per vertex are almost exact
+
+
+def test_glb_morph_targets_follow_the_pose_space(tmp_path, anny_body):
+    """A pose-space deformation exports as morph targets with animated weights: the glTF's morphed, skinned
+    vertices equal the avatar's ``LBS(verts + offsets(pose))``, and the Khronos validator finds no error."""
+    from avatar.pose_space import PoseSpaceDeformation
+    from tests.fixtures.gltf_validator import khronos_report
+
+    body = anny_body
+    T = 3
+    params = random_poses(body, T, seed=4)
+    with torch.no_grad():
+        out = body(params)
+    rest = out.rest_vertices[0][::7]
+    W = body.lbs_weights[::7]
+    g = torch.Generator().manual_seed(0)
+    train = random_poses(body, 5, seed=8).full_pose()
+    psd = PoseSpaceDeformation.from_residuals(0.01 * torch.randn(5, len(rest), 3, generator=g), train, rank=3)
+    pose = params.full_pose().float()
+    mw = psd.morph_weights(pose)
+    assert mw.shape == (T, 3) and float(mw.abs().max()) > 0
+    faces = torch.tensor([[0, 1, 2], [2, 3, 4]])
+    p = write_glb(tmp_path / "m.glb", rest, faces, None, W, out.rest_joints[0], body.parents, pose.numpy(),
+                  params.transl.numpy(), fps=30.0, morph_targets=psd.basis.numpy(), morph_weights=mw.numpy())
+    js, binary = read_glb_json(p)
+    assert len(js["meshes"][0]["primitives"][0]["targets"]) == 3 and js["meshes"][0]["weights"] == [0.0] * 3
+    for t in range(T):
+        got, W4, J4 = _gltf_skinned(js, binary, t)
+        W4t = torch.zeros(len(rest), 55, dtype=torch.float64).scatter_add_(1, torch.from_numpy(J4), torch.from_numpy(W4))
+        v = (rest + psd.offsets(pose[t : t + 1])[0]).double()
+        ref = skin_points(v[None], W4t, out.joint_transforms[t : t + 1].double())[0].numpy()
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+    with pytest.raises(ValueError, match="morph"):
+        write_glb(tmp_path / "bad.glb", rest, faces, None, W, out.rest_joints[0], body.parents, pose.numpy(),
+                  params.transl.numpy(), fps=30.0, morph_targets=psd.basis.numpy())
+    report = khronos_report(p)
+    if isinstance(report, str):
+        pytest.skip(report)
+    assert report["errors"] == 0, report["messages"]
 
 
 def test_mesh_sequence_ply_obj(tmp_path):

@@ -1,0 +1,65 @@
+"""Pose-space deformation: per-frame residuals as a function of the pose."""
+
+import math
+
+import pytest
+import torch
+
+from avatar.pose_space import PoseSpaceDeformation, pose_space_features
+
+
+def _poses(n: int, seed: int, scale: float = 0.4) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return scale * torch.randn(n, 55, 3, generator=g)
+
+
+def test_training_poses_get_their_own_residuals_and_far_poses_none():
+    """At full rank and a narrow kernel each training pose gets its own residual back; a pose far from every
+    training one gets (almost) nothing, so a motion unlike the video plays the static avatar."""
+    g = torch.Generator().manual_seed(1)
+    res = 0.01 * torch.randn(6, 50, 3, generator=g)
+    rot = _poses(6, 2)
+    psd = PoseSpaceDeformation.from_residuals(res, rot, rank=6, bandwidth=0.05, falloff=1e-6)
+    assert psd.rank == 6 and psd.explained(res) == pytest.approx(1.0, abs=1e-5)
+    torch.testing.assert_close(psd.offsets(rot), res, atol=1e-5, rtol=1e-4)
+    near = _poses(6, 2, scale=0.1)  # a cluster of training poses; every joint bent 90 degrees is far from it
+    far = near[:1].clone()
+    far[:, 1:22] = torch.tensor([0.0, 0.0, math.pi / 2])
+    psd_far = PoseSpaceDeformation.from_residuals(res, near, rank=6)
+    assert float(psd_far.offsets(near[:1]).abs().max()) > 0.1 * float(res.abs().max())
+    assert float(psd_far.offsets(far).abs().max()) < 1e-3 * float(res.abs().max())
+    # the global orientation does not count: the same body pose facing elsewhere gets the same offsets
+    turned = near[:2].clone()
+    turned[:, 0] += torch.tensor([0.0, 1.5, 0.0])
+    torch.testing.assert_close(psd_far.offsets(turned), psd_far.offsets(near[:2]))
+
+
+def test_rank_and_bandwidth():
+    """A lower rank keeps less of the residuals' energy; the default bandwidth is the median nearest-pose distance;
+    the weights between training poses blend their residuals and are differentiable in the pose."""
+    g = torch.Generator().manual_seed(3)
+    res = torch.randn(8, 40, 3, generator=g)
+    rot = _poses(8, 4)
+    low = PoseSpaceDeformation.from_residuals(res, rot, rank=2)
+    assert low.rank == 2 and 0.0 < low.explained(res) < 0.7
+    f = pose_space_features(rot)
+    d = torch.cdist(f, f) + torch.eye(8) * 1e9
+    assert low.bandwidth == pytest.approx(float(d.min(1).values.median()), rel=1e-5)
+    assert low.falloff == pytest.approx(math.exp(-2.0))
+    mid = (0.5 * (rot[0] + rot[1]))[None].requires_grad_(True)
+    w = low.frame_weights(mid)
+    assert w.shape == (1, 8) and float(w.sum()) < 1.0 and float(w[0, :2].sum()) > 0.0
+    low.offsets(mid).square().sum().backward()
+    assert mid.grad is not None and float(mid.grad[0, 1:22].abs().sum()) > 0 and float(mid.grad[0, 22:].abs().sum()) == 0
+
+
+def test_tensors_round_trip_and_bad_input():
+    res = torch.randn(3, 10, 3)
+    psd = PoseSpaceDeformation.from_residuals(res, _poses(3, 5), rank=8)
+    assert psd.rank == 3  # no more components than frames
+    back = PoseSpaceDeformation.from_tensors(psd.tensors())
+    assert back.bandwidth == psd.bandwidth and back.falloff == psd.falloff
+    torch.testing.assert_close(back.offsets(_poses(2, 6)), psd.offsets(_poses(2, 6)))
+    assert PoseSpaceDeformation.from_tensors({}) is None
+    with pytest.raises(ValueError, match="3 residuals but 2 poses"):
+        PoseSpaceDeformation.from_residuals(res, _poses(2, 5))
