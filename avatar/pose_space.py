@@ -9,7 +9,8 @@ those examples into a function of the pose, as pose-space deformation does in ri
 * a pose ``theta`` gets Gaussian radial-basis weights over the training poses,
   ``w_i = exp(-|f(theta) - f_i|^2 / (2 h^2)) / (sum_j exp(..) + falloff)``, with ``f`` the body joints' local
   rotation matrices (joints 1-21, 189 numbers; the global orientation and translation do not count) and
-  ``h`` the median distance of a training pose to its nearest other one;
+  ``h`` a multiple (``bandwidth_scale``; the video fit's ``pose_space_bandwidth``) of the median distance of a
+  training pose to its nearest other one;
 * its offsets are ``sum_i w_i D_i = (w @ codes) @ basis``: ``w @ codes`` are ``K`` morph weights, so the glTF
   export carries the same deformation exactly as morph targets whose weights are animated.
 
@@ -59,11 +60,11 @@ class PoseSpaceDeformation:
 
     @staticmethod
     def from_residuals(residuals: torch.Tensor, rotvecs: torch.Tensor, rank: int = 16, bandwidth: float | None = None,
-                       falloff: float = math.exp(-2.0)) -> "PoseSpaceDeformation":
+                       falloff: float = math.exp(-2.0), bandwidth_scale: float = 1.0) -> "PoseSpaceDeformation":
         """Compress per-frame residuals (n, V, 3) at poses (n, 55, 3) to a rank-``rank`` pose-space deformation.
 
-        ``bandwidth`` None: the median over training poses of the distance to the nearest other one (a single
-        pose: 1.0)."""
+        ``bandwidth`` None: ``bandwidth_scale`` times the median over training poses of the distance to the
+        nearest other one (a single pose: 1.0)."""
         n, V, _ = residuals.shape
         if rotvecs.shape[0] != n:
             raise ValueError(f"PoseSpaceDeformation: {n} residuals but {rotvecs.shape[0]} poses")
@@ -71,7 +72,7 @@ class PoseSpaceDeformation:
         if bandwidth is None:
             if n > 1:
                 d = torch.cdist(feats, feats) + torch.eye(n) * 1e9
-                bandwidth = float(d.min(1).values.median().clamp(min=1e-3))
+                bandwidth = bandwidth_scale * float(d.min(1).values.median().clamp(min=1e-3))
             else:
                 bandwidth = 1.0
         X = residuals.detach().cpu().float().reshape(n, V * 3)

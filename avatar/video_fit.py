@@ -110,7 +110,8 @@ class VideoFitConfig:
     weight smoothing and the texture bake stay on the CPU).  residual_iters: phase-3 iterations (every frame each
     iteration; 0: no pose-dependent offsets); lr_residual (m): their Adam rate; w_residual_lap, w_residual: Laplacian
     and size of each frame's residual (what the frames share stays in the shared offsets); pose_space_rank: basis
-    components kept (the glTF's morph targets).
+    components kept (the glTF's morph targets); pose_space_bandwidth: the RBF width in median nearest-pose distances
+    (studio held-out refit IoU 0.920 / 0.925 / 0.927 / 0.922 at 1.6 / 1.0 / 0.6 / 0.35).
     """
 
     enabled: bool = True
@@ -143,6 +144,7 @@ class VideoFitConfig:
     w_residual_lap: float = 30.0
     w_residual: float = 1.0
     pose_space_rank: int = 16
+    pose_space_bandwidth: float = 0.6
     texture_size: int = 1024
     bake_max_side: int = 1024
     min_mask_pixels: int = 64
@@ -163,8 +165,9 @@ class VideoFitConfig:
             raise ValueError("VideoFitConfig: skin_smooth_radius, hand_smooth_radius and fitted_smooth_radius must "
                              "be >= 0 (m)")
         check_device(self.device, "VideoFitConfig.device", available=False)  # a run saved on a GPU loads anywhere
-        if self.pose_space_rank < 1:
-            raise ValueError(f"VideoFitConfig.pose_space_rank must be >= 1, got {self.pose_space_rank}")
+        if self.pose_space_rank < 1 or self.pose_space_bandwidth <= 0:
+            raise ValueError(f"VideoFitConfig: pose_space_rank must be >= 1 and pose_space_bandwidth > 0, got "
+                             f"{self.pose_space_rank}, {self.pose_space_bandwidth}")
         if self.texture_size < 16 or self.texture_size & (self.texture_size - 1):
             raise ValueError(f"VideoFitConfig.texture_size must be a power of two >= 16, got {self.texture_size}")
 
@@ -771,7 +774,8 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
                                                    progress=progress)
         fitted = [dataclasses.replace(f, params=p) for f, p in zip(ff, refined)]
         rot = torch.stack([p.full_pose()[0].float() for p in refined])
-        psd = PoseSpaceDeformation.from_residuals(res, rot, cfg.pose_space_rank)
+        psd = PoseSpaceDeformation.from_residuals(res, rot, cfg.pose_space_rank,
+                                                  bandwidth_scale=cfg.pose_space_bandwidth)
         with torch.no_grad():
             frame_off = psd.offsets(rot)  # what the avatar will show at these poses (RBF-blended, rank K)
         pstats = {"pose_space": {"rank": psd.rank, "explained": round(psd.explained(res), 4),

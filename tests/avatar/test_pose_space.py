@@ -45,6 +45,8 @@ def test_rank_and_bandwidth():
     f = pose_space_features(rot)
     d = torch.cdist(f, f) + torch.eye(8) * 1e9
     assert low.bandwidth == pytest.approx(float(d.min(1).values.median()), rel=1e-5)
+    half = PoseSpaceDeformation.from_residuals(res, rot, rank=2, bandwidth_scale=0.5)
+    assert half.bandwidth == pytest.approx(0.5 * low.bandwidth)
     assert low.falloff == pytest.approx(math.exp(-2.0))
     mid = (0.5 * (rot[0] + rot[1]))[None].requires_grad_(True)
     w = low.frame_weights(mid)
