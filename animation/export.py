@@ -3,8 +3,10 @@
 The glTF is written by hand (no pygltflib): one mesh (the canonical mesh with normals, and a UV texture in
 a PBR material, or vertex colours) bound to a 55-joint skin (SMPL-X joint hierarchy, inverse bind matrices, 4 weights per vertex), and one
 animation with a rotation channel per joint and a translation channel on the root.  glTF skinning is
-plain LBS, so the .glb plays the avatar *without* its pose-dependent correction (the PLY/OBJ/MP4
-sequences include it).
+plain LBS: a fitted avatar's pose-space deformation (:mod:`avatar.pose_space`) goes in as morph targets (its
+basis) with a ``weights`` channel (their weight per frame), which glTF applies before the skin, so the .glb
+plays exactly what the PLY/OBJ/MP4 sequences show; the SDF correction of a fusion-only avatar has no such
+form and the .glb plays it *without* (the sequences include it).
 """
 
 from __future__ import annotations
