@@ -105,7 +105,8 @@ class VideoFitConfig:
     they are.  fitted_smooth_radius: after the fit, the weights are diffused once more, over the fitted surface
     (hands kept): where the offsets squeezed it (crotch, armpits), the template's weight change across an edge sits
     on a shorter edge, which skinning stretches past 3x (taiji: 8 / 28 edges on the walk / dance at 0, 0 / 0 at
-    3 cm, the posed surface moving 0.45 mm on average, 1.5 cm at most).  seed: frame sampling.  device: where the
+    3 cm, the posed surface moving 0.45 mm on average, 1.5 cm at most; a later taiji fit had one edge at 3.01x on
+    the dance at 3 cm, 2.90x at 3.35 cm: hence 3.5 cm).  seed: frame sampling.  device: where the
     analysis by synthesis runs ("cpu" or "cuda": posing, the Warp visibility and the soft silhouettes; the
     weight smoothing and the texture bake stay on the CPU).  residual_iters: phase-3 iterations (every frame each
     iteration; 0: no pose-dependent offsets); lr_residual (m): their Adam rate; w_residual_lap, w_residual: Laplacian
@@ -152,7 +153,7 @@ class VideoFitConfig:
     init_smooth_iters: int = 40
     skin_smooth_radius: float = 0.02
     hand_smooth_radius: float = 0.003
-    fitted_smooth_radius: float = 0.03
+    fitted_smooth_radius: float = 0.035
     seed: int = 0
     device: str = "cpu"
 
@@ -378,6 +379,18 @@ def _photometric_loss(posed: torch.Tensor, faces: torch.Tensor, colors: torch.Te
     return total / len(pick)
 
 
+def _refined(frames: list[FitFrame], d_pose: torch.Tensor, d_transl: torch.Tensor) -> list[SMPLXParams]:
+    """Each frame's parameters plus its fitted changes: (n, 22, 3) global + body rotations, (n, 3) translation."""
+    out = []
+    for k, f in enumerate(frames):
+        p = f.params.clone()
+        p.global_orient = p.global_orient + d_pose[k : k + 1, 0].detach().to(p.global_orient)
+        p.body_pose = p.body_pose + d_pose[k : k + 1, 1:22].detach().to(p.body_pose)
+        p.transl = p.transl + d_transl[k : k + 1].detach().to(p.transl)
+        out.append(p)
+    return out
+
+
 def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Tensor,
                  parents, frames: list[FitFrame], cfg: VideoFitConfig, offsets: torch.Tensor | None = None,
                  frozen: torch.Tensor | None = None, fit_offsets: bool = True, progress: bool = True,
@@ -515,13 +528,7 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
             bar.set_postfix(sil=f"{losses['silhouette']:.4f}")
         off = torch.tanh(off * keep / cfg.max_offset) * cfg.max_offset
     with torch.no_grad():
-        out = []
-        for k, f in enumerate(frames):
-            p = f.params.clone()
-            p.global_orient = p.global_orient + d_pose[k : k + 1, 0].to(p.global_orient)
-            p.body_pose = p.body_pose + d_pose[k : k + 1, 1:22].to(p.body_pose)
-            p.transl = p.transl + d_transl[k : k + 1].to(p.transl)
-            out.append(p)
+        out = _refined(frames, d_pose, d_transl)
     return off.detach().cpu(), out, losses
 
 
@@ -582,13 +589,7 @@ def fit_pose_residuals(verts: torch.Tensor, faces: torch.Tensor, weights: torch.
         losses = tot
         bar.set_postfix(sil=f"{losses['silhouette']:.4f}")
     with torch.no_grad():
-        out = []
-        for k, f in enumerate(frames):
-            p = f.params.clone()
-            p.global_orient = p.global_orient + d_pose[k : k + 1, 0].to(p.global_orient)
-            p.body_pose = p.body_pose + d_pose[k : k + 1, 1:22].to(p.body_pose)
-            p.transl = p.transl + d_transl[k : k + 1].to(p.transl)
-            out.append(p)
+        out = _refined(frames, d_pose, d_transl)
         res = (D * keep).detach().cpu()
     return res, out, losses
 
