@@ -88,6 +88,27 @@ class _Bin:
         self.accessors.append(acc)
         return len(self.accessors) - 1
 
+    def add_target(self, arr: np.ndarray) -> int:
+        """(V, 3) float32 morph-target offsets: a sparse accessor (glTF 2.0 ``accessor.sparse``, all rows zero but
+        the listed ones) when fewer than half the rows move, else a dense one; min/max over all rows."""
+        arr = np.ascontiguousarray(arr, np.float32)
+        rows = np.flatnonzero(np.abs(arr).max(1) > 0).astype(np.uint32)
+        if len(rows) >= arr.shape[0] // 2 or len(rows) == 0:
+            return self.add(arr, _FLOAT, "VEC3", 34962, minmax=True)
+        views = []
+        for part in (rows, arr[rows]):
+            while len(self.data) % 4:
+                self.data.append(0)
+            self.views.append({"buffer": 0, "byteOffset": len(self.data), "byteLength": part.nbytes})
+            self.data += part.tobytes()
+            views.append(len(self.views) - 1)
+        acc = {"componentType": _FLOAT, "count": int(arr.shape[0]), "type": "VEC3",
+               "min": np.minimum(arr[rows].min(0), 0.0).tolist(), "max": np.maximum(arr[rows].max(0), 0.0).tolist(),
+               "sparse": {"count": int(len(rows)), "indices": {"bufferView": views[0], "componentType": _UINT},
+                          "values": {"bufferView": views[1]}}}
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
 
 def _quat_xyzw(rotvecs: np.ndarray) -> np.ndarray:
     from scipy.spatial.transform import Rotation
@@ -181,7 +202,7 @@ def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors
         if mt.ndim != 3 or mt.shape[1:] != (V, 3) or mw.shape != (T, mt.shape[0]):
             raise ValueError(f"write_glb: morph_targets must be (K, {V}, 3) and morph_weights ({T}, K), got "
                              f"{mt.shape}, {mw.shape}")
-        targets = [{"POSITION": b.add(mt[k], _FLOAT, "VEC3", 34962, minmax=True)} for k in range(len(mt))]
+        targets = [{"POSITION": b.add_target(mt[k])} for k in range(len(mt))]
     ind = b.add(np.asarray(faces, np.uint32).reshape(-1), _UINT, "SCALAR", 34963)
     ibm = np.tile(np.eye(4, dtype=np.float32), (J, 1, 1))
     ibm[:, :3, 3] = -rj

@@ -14,6 +14,14 @@ those examples into a function of the pose, as pose-space deformation does in ri
 * its offsets are ``sum_i w_i D_i = (w @ codes) @ basis``: ``w @ codes`` are ``K`` morph weights, so the glTF
   export carries the same deformation exactly as morph targets whose weights are animated.
 
+**Regions** (:func:`body_regions`). With a few dozen training frames, a new pose is rarely close to one of them as
+a whole, but its left arm may be close to one frame's and its legs to another's. So the body is split into
+soft regions (torso, head, each arm, each leg: sums of the skinning weights, so they add up to one at every
+vertex), and each region ``r`` has its own basis (the SVD of ``mask_r * D_i``), its own RBF weights over the
+training frames, computed from the joints near it only (an arm: the upper spine, its collar, shoulder, elbow
+and wrist), and its own width. Offsets are still linear in ``K = sum_r K_r`` morph weights: the glTF export is
+unchanged. One region over all joints is the plain pose-space deformation above.
+
 ``falloff`` makes the correction fade far from every training pose (a pose ``2 h`` from the nearest one gets
 about half of it; one that far from all of them, none), so a motion unlike the video plays the static avatar.
 
@@ -29,12 +37,37 @@ import torch
 
 from foundation.body.lbs import axis_angle_to_matrix
 
-__all__ = ["PoseSpaceDeformation", "pose_space_features"]
+__all__ = ["PoseSpaceDeformation", "pose_space_features", "body_regions", "REGION_JOINTS"]
+
+# region name -> (SMPL-X joints whose skinning weights make its mask, body joints (1-21) its pose distance counts)
+REGION_JOINTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "torso": ((0, 3, 6, 9), (1, 2, 3, 6, 9, 13, 14, 16, 17)),
+    "head": ((12, 15, 22, 23, 24), (9, 12, 15)),
+    "left_arm": ((13, 16, 18, 20, *range(25, 40)), (9, 13, 16, 18, 20)),
+    "right_arm": ((14, 17, 19, 21, *range(40, 55)), (9, 14, 17, 19, 21)),
+    "left_leg": ((1, 4, 7, 10), (1, 2, 4, 7)),
+    "right_leg": ((2, 5, 8, 11), (1, 2, 5, 8)),
+}
 
 
 def pose_space_features(rotvecs: torch.Tensor) -> torch.Tensor:
     """(B, 55, 3) local axis-angle poses -> (B, 189) rotation matrices of the body joints 1-21, flattened."""
     return axis_angle_to_matrix(rotvecs[:, 1:22].float()).reshape(rotvecs.shape[0], -1)
+
+
+def body_regions(weights: torch.Tensor) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
+    """(V, 55) skinning weights -> the :data:`REGION_JOINTS` regions: [(mask (V,), body joints)], masks summing
+    to the weights' sum (one) at every vertex."""
+    if weights.shape[-1] != 55:
+        raise ValueError(f"body_regions: needs SMPL-X's 55 joints' weights, got {tuple(weights.shape)}")
+    w = weights.detach().float().cpu()
+    return [(w[:, list(mask_j)].sum(1), feat_j) for mask_j, feat_j in REGION_JOINTS.values()]
+
+
+def _joint_d2(f: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
+    """(B, 189), (n, 189) features -> (B, n, 21) squared distances per body joint."""
+    B, n = f.shape[0], F.shape[0]
+    return (f.reshape(B, 1, 21, 9) - F.reshape(1, n, 21, 9)).square().sum(-1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,43 +77,74 @@ class PoseSpaceDeformation:
     Attributes:
         features: (n, 189) the training poses (:func:`pose_space_features`).
         codes: (n, K) each training frame's residual in the basis.
-        basis: (K, V, 3) offset components (canonical frame, metres).
-        bandwidth: RBF width ``h`` in feature units; falloff: the constant added to the weights' sum.
+        basis: (K, V, 3) offset components (canonical frame, metres; a region's already masked).
+        bandwidths: (R,) each region's RBF width ``h`` in feature units.
+        region_joints: (R, 21) 1 where a body joint (1-21) counts in the region's pose distance.
+        region_of: (K,) long, the region of each component.  falloff: the constant added to the weights' sum.
     """
 
     features: torch.Tensor
     codes: torch.Tensor
     basis: torch.Tensor
-    bandwidth: float
+    bandwidths: torch.Tensor
+    region_joints: torch.Tensor
+    region_of: torch.Tensor
     falloff: float = math.exp(-2.0)
 
     @property
     def rank(self) -> int:
         return self.basis.shape[0]
 
+    @property
+    def regions(self) -> int:
+        return self.region_joints.shape[0]
+
+    @property
+    def bandwidth(self) -> float:
+        """The median of the regions' widths (one region: its width)."""
+        return float(self.bandwidths.median())
+
     @staticmethod
     def from_residuals(residuals: torch.Tensor, rotvecs: torch.Tensor, rank: int = 16, bandwidth: float | None = None,
-                       falloff: float = math.exp(-2.0), bandwidth_scale: float = 1.0) -> "PoseSpaceDeformation":
-        """Compress per-frame residuals (n, V, 3) at poses (n, 55, 3) to a rank-``rank`` pose-space deformation.
+                       falloff: float = math.exp(-2.0), bandwidth_scale: float = 1.0,
+                       regions: list[tuple[torch.Tensor, tuple[int, ...]]] | None = None) -> "PoseSpaceDeformation":
+        """Compress per-frame residuals (n, V, 3) at poses (n, 55, 3) to a pose-space deformation.
 
-        ``bandwidth`` None: ``bandwidth_scale`` times the median over training poses of the distance to the
-        nearest other one (a single pose: 1.0)."""
+        ``regions``: [(mask (V,), body joints in 1-21)] (:func:`body_regions`); None: one region, every joint.
+        ``rank``: components kept per region.  ``bandwidth`` None: ``bandwidth_scale`` times the median over training
+        poses of the distance to the nearest other one, in each region's joints (a single pose: 1.0)."""
         n, V, _ = residuals.shape
         if rotvecs.shape[0] != n:
             raise ValueError(f"PoseSpaceDeformation: {n} residuals but {rotvecs.shape[0]} poses")
+        if regions is None:
+            regions = [(torch.ones(V), tuple(range(1, 22)))]
         feats = pose_space_features(rotvecs.detach().cpu())
-        if bandwidth is None:
-            if n > 1:
-                d = torch.cdist(feats, feats) + torch.eye(n) * 1e9
-                bandwidth = bandwidth_scale * float(d.min(1).values.median().clamp(min=1e-3))
+        jd2 = _joint_d2(feats, feats)  # (n, n, 21)
+        X = residuals.detach().cpu().float()
+        codes, basis, widths, rj, of = [], [], [], [], []
+        for r, (mask, joints) in enumerate(regions):
+            if mask.shape != (V,) or not joints or min(joints) < 1 or max(joints) > 21:
+                raise ValueError(f"PoseSpaceDeformation: region {r} needs a ({V},) mask and body joints in 1-21")
+            sel = torch.zeros(21)
+            sel[[j - 1 for j in joints]] = 1.0
+            if bandwidth is not None:
+                h = float(bandwidth)
+            elif n > 1:
+                d = (jd2 @ sel).sqrt() + torch.eye(n) * 1e9
+                h = bandwidth_scale * float(d.min(1).values.median().clamp(min=1e-3))
             else:
-                bandwidth = 1.0
-        X = residuals.detach().cpu().float().reshape(n, V * 3)
-        U, S, Vh = torch.linalg.svd(X, full_matrices=False)
-        k = max(1, min(rank, n))
-        codes = U[:, :k] * S[:k]
-        basis = Vh[:k].reshape(k, V, 3).contiguous()
-        return PoseSpaceDeformation(feats, codes.contiguous(), basis, float(bandwidth), float(falloff))
+                h = 1.0
+            Xr = (X * mask.float()[None, :, None]).reshape(n, V * 3)
+            U, S, Vh = torch.linalg.svd(Xr, full_matrices=False)
+            k = max(1, min(rank, n))
+            codes.append(U[:, :k] * S[:k])
+            basis.append(Vh[:k].reshape(k, V, 3))
+            widths.append(h)
+            rj.append(sel)
+            of += [r] * k
+        return PoseSpaceDeformation(feats, torch.cat(codes, 1).contiguous(), torch.cat(basis).contiguous(),
+                                    torch.tensor(widths), torch.stack(rj), torch.tensor(of, dtype=torch.long),
+                                    float(falloff))
 
     def explained(self, residuals: torch.Tensor) -> float:
         """Fraction of the residuals' energy the basis keeps (1: exact)."""
@@ -89,16 +153,17 @@ class PoseSpaceDeformation:
         return float(1.0 - R.square().sum() / X.square().sum().clamp(min=1e-30))
 
     def frame_weights(self, rotvecs: torch.Tensor) -> torch.Tensor:
-        """(B, 55, 3) poses -> (B, n) RBF weights of the training frames (differentiable)."""
+        """(B, 55, 3) poses -> (B, n, R) each region's RBF weights of the training frames (differentiable)."""
         f = pose_space_features(rotvecs)
-        d2 = torch.cdist(f, self.features.to(f.device)).square()
-        w = torch.exp(-d2 / (2.0 * self.bandwidth**2))
+        dev = f.device
+        d2 = _joint_d2(f, self.features.to(dev)) @ self.region_joints.to(dev).T  # (B, n, R)
+        w = torch.exp(-d2 / (2.0 * self.bandwidths.to(dev).square()))
         return w / (w.sum(1, keepdim=True) + self.falloff)
 
     def morph_weights(self, rotvecs: torch.Tensor) -> torch.Tensor:
         """(B, 55, 3) poses -> (B, K) weights of the basis (the glTF morph-target weights)."""
-        w = self.frame_weights(rotvecs)
-        return w @ self.codes.to(w.device)
+        w = self.frame_weights(rotvecs)[:, :, self.region_of.to(rotvecs.device)]  # (B, n, K)
+        return (w * self.codes.to(w.device)[None]).sum(1)
 
     def offsets(self, rotvecs: torch.Tensor) -> torch.Tensor:
         """(B, 55, 3) poses -> (B, V, 3) canonical offsets (differentiable in the poses)."""
@@ -108,12 +173,20 @@ class PoseSpaceDeformation:
     # ------------------------------------------------------------------ io
     def tensors(self, prefix: str = "pose_space.") -> dict[str, torch.Tensor]:
         return {prefix + "features": self.features.contiguous(), prefix + "codes": self.codes.contiguous(),
-                prefix + "basis": self.basis.contiguous(),
-                prefix + "params": torch.tensor([self.bandwidth, self.falloff], dtype=torch.float64)}
+                prefix + "basis": self.basis.contiguous(), prefix + "bandwidths": self.bandwidths.contiguous(),
+                prefix + "region_joints": self.region_joints.contiguous(), prefix + "region_of": self.region_of,
+                prefix + "params": torch.tensor([self.falloff], dtype=torch.float64)}
 
     @staticmethod
     def from_tensors(t: dict[str, torch.Tensor], prefix: str = "pose_space.") -> "PoseSpaceDeformation | None":
         if prefix + "basis" not in t:
             return None
-        h, fo = (float(x) for x in t[prefix + "params"])
-        return PoseSpaceDeformation(t[prefix + "features"], t[prefix + "codes"], t[prefix + "basis"], h, fo)
+        K = t[prefix + "basis"].shape[0]
+        params = [float(x) for x in t[prefix + "params"]]
+        if prefix + "bandwidths" not in t:  # saved before the regions: one region over every joint
+            return PoseSpaceDeformation(t[prefix + "features"], t[prefix + "codes"], t[prefix + "basis"],
+                                        torch.tensor([params[0]]), torch.ones(1, 21),
+                                        torch.zeros(K, dtype=torch.long), params[1])
+        return PoseSpaceDeformation(t[prefix + "features"], t[prefix + "codes"], t[prefix + "basis"],
+                                    t[prefix + "bandwidths"].float(), t[prefix + "region_joints"].float(),
+                                    t[prefix + "region_of"].long(), params[0])

@@ -60,6 +60,9 @@ def frame_metrics(img: np.ndarray, cover: np.ndarray, ref: np.ndarray, mask: np.
     b = (ref * mask[..., None])[y0:y1, x0:x1]
     out["psnr"], out["ssim"] = psnr(a, b), ssim(a, b)
     out["lpips"] = lpips(a, b) if lpips_status()[0] else None
+    se = np.square((a.astype(np.float64) - b.astype(np.float64)) / 255.0).mean(-1)
+    both = (cover & mask)[y0:y1, x0:x1]
+    out["_colour_share"] = float(se[both].sum() / max(se.sum(), 1e-12))  # printed, not in the JSON line
     return out
 
 
@@ -69,6 +72,11 @@ def mean_metrics(rows: list[dict]) -> dict | None:
     keys = rows[0].keys()
     return {k: (None if any(r[k] is None for r in rows) else round(float(np.mean([r[k] for r in rows])), 4))
             for k in keys}
+
+
+def public(m: dict | None) -> dict | None:
+    """The metrics that go in the JSON line (not the ``_`` diagnostics)."""
+    return None if m is None else {k: v for k, v in m.items() if not k.startswith("_")}
 
 
 def pixelate(img: np.ndarray, cx: float, cy: float, r: float, block: int = 6) -> np.ndarray:
@@ -243,8 +251,13 @@ def main() -> None:
         f = lambda key, fmt: (fmt.format(m[key]) if m.get(key) is not None else "-")  # noqa: E731
         print(f"{name:14s}{f('mask_iou', '{:.3f}'):>10s}{f('psnr', '{:.2f}'):>8s}{f('ssim', '{:.3f}'):>8s}"
               f"{f('lpips', '{:.3f}'):>8s}")
+    for name in ("fusion", "fitted", "fitted_refit"):
+        if res.get(name) and res[name].get("_colour_share") is not None:
+            print(f"{name}: {100 * res[name]['_colour_share']:.0f}% of the squared error in the box is colour where "
+                  f"render and mask overlap, the rest where only one of them covers")
     if fit_seconds is not None:
         print(f"fit: {fit_seconds:.0f} s")
+    res = {k: public(v) for k, v in res.items()}
     print(json.dumps({"clip": clip, "heldout": len(rows["body"]), "body": res["body"], "fusion": res["fusion"],
                       "fitted": res["fitted"], "fitted_refit": res["fitted_refit"], "fit_seconds": fit_seconds}))
 

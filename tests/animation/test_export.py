@@ -14,9 +14,19 @@ _NC = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}
 
 def _accessor(js, binary, i):
     a = js["accessors"][i]
-    v = js["bufferViews"][a["bufferView"]]
-    arr = np.frombuffer(binary, _NP[a["componentType"]], a["count"] * _NC[a["type"]], v["byteOffset"])
-    return arr.reshape(a["count"], _NC[a["type"]]) if _NC[a["type"]] > 1 else arr
+    nc = _NC[a["type"]]
+    if "bufferView" in a:
+        v = js["bufferViews"][a["bufferView"]]
+        arr = np.frombuffer(binary, _NP[a["componentType"]], a["count"] * nc, v["byteOffset"]).copy()
+    else:  # glTF: no buffer view reads as zeros (then the sparse rows)
+        arr = np.zeros(a["count"] * nc, _NP[a["componentType"]])
+    if "sparse" in a:
+        sp = a["sparse"]
+        iv, vv = js["bufferViews"][sp["indices"]["bufferView"]], js["bufferViews"][sp["values"]["bufferView"]]
+        idx = np.frombuffer(binary, _NP[sp["indices"]["componentType"]], sp["count"], iv["byteOffset"])
+        vals = np.frombuffer(binary, _NP[a["componentType"]], sp["count"] * nc, vv["byteOffset"])
+        arr.reshape(-1, nc)[idx.astype(np.int64)] = vals.reshape(-1, nc)
+    return arr.reshape(a["count"], nc) if nc > 1 else arr
 
 
 def _gltf_skinned(js, binary, frame):
@@ -93,9 +103,10 @@ def test_glb_skin_and_animation_match_lbs(tmp_path, anny_body):
 
 
 def test_glb_morph_targets_follow_the_pose_space(tmp_path, anny_body):
-    """A pose-space deformation exports as morph targets with animated weights: the glTF's morphed, skinned
-    vertices equal the avatar's ``LBS(verts + offsets(pose))``, and the Khronos validator finds no error."""
-    from avatar.pose_space import PoseSpaceDeformation
+    """A (regional) pose-space deformation exports as morph targets with animated weights, a region's targets as
+    sparse accessors: the glTF's morphed, skinned vertices equal the avatar's ``LBS(verts + offsets(pose))``, and
+    the Khronos validator finds no error."""
+    from avatar.pose_space import PoseSpaceDeformation, body_regions
     from tests.fixtures.gltf_validator import khronos_report
 
     body = anny_body
@@ -107,15 +118,19 @@ def test_glb_morph_targets_follow_the_pose_space(tmp_path, anny_body):
     W = body.lbs_weights[::7]
     g = torch.Generator().manual_seed(0)
     train = random_poses(body, 5, seed=8).full_pose()
-    psd = PoseSpaceDeformation.from_residuals(0.01 * torch.randn(5, len(rest), 3, generator=g), train, rank=3)
+    psd = PoseSpaceDeformation.from_residuals(0.01 * torch.randn(5, len(rest), 3, generator=g), train, rank=2,
+                                              regions=body_regions(W))
+    K = psd.rank
     pose = params.full_pose().float()
     mw = psd.morph_weights(pose)
-    assert mw.shape == (T, 3) and float(mw.abs().max()) > 0
+    assert K == 12 and mw.shape == (T, K) and float(mw.abs().max()) > 0
     faces = torch.tensor([[0, 1, 2], [2, 3, 4]])
     p = write_glb(tmp_path / "m.glb", rest, faces, None, W, out.rest_joints[0], body.parents, pose.numpy(),
                   params.transl.numpy(), fps=30.0, morph_targets=psd.basis.numpy(), morph_weights=mw.numpy())
     js, binary = read_glb_json(p)
-    assert len(js["meshes"][0]["primitives"][0]["targets"]) == 3 and js["meshes"][0]["weights"] == [0.0] * 3
+    targets = js["meshes"][0]["primitives"][0]["targets"]
+    assert len(targets) == K and js["meshes"][0]["weights"] == [0.0] * K
+    assert any("sparse" in js["accessors"][t["POSITION"]] for t in targets)  # an arm's targets leave the legs
     for t in range(T):
         got, W4, J4 = _gltf_skinned(js, binary, t)
         W4t = torch.zeros(len(rest), 55, dtype=torch.float64).scatter_add_(1, torch.from_numpy(J4), torch.from_numpy(W4))

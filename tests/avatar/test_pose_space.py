@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from avatar.pose_space import PoseSpaceDeformation, pose_space_features
+from avatar.pose_space import REGION_JOINTS, PoseSpaceDeformation, body_regions, pose_space_features
 
 
 def _poses(n: int, seed: int, scale: float = 0.4) -> torch.Tensor:
@@ -50,7 +50,7 @@ def test_rank_and_bandwidth():
     assert low.falloff == pytest.approx(math.exp(-2.0))
     mid = (0.5 * (rot[0] + rot[1]))[None].requires_grad_(True)
     w = low.frame_weights(mid)
-    assert w.shape == (1, 8) and float(w.sum()) < 1.0 and float(w[0, :2].sum()) > 0.0
+    assert w.shape == (1, 8, 1) and float(w.detach().sum()) < 1.0 and float(w.detach()[0, :2].sum()) > 0.0
     low.offsets(mid).square().sum().backward()
     assert mid.grad is not None and float(mid.grad[0, 1:22].abs().sum()) > 0 and float(mid.grad[0, 22:].abs().sum()) == 0
 
@@ -62,6 +62,48 @@ def test_tensors_round_trip_and_bad_input():
     back = PoseSpaceDeformation.from_tensors(psd.tensors())
     assert back.bandwidth == psd.bandwidth and back.falloff == psd.falloff
     torch.testing.assert_close(back.offsets(_poses(2, 6)), psd.offsets(_poses(2, 6)))
+    # a file written before the regions (one width in "params", no region tensors) loads as one region
+    old = {k: v for k, v in psd.tensors().items() if k.split(".")[1] in ("features", "codes", "basis")}
+    old["pose_space.params"] = torch.tensor([psd.bandwidth, psd.falloff], dtype=torch.float64)
+    torch.testing.assert_close(PoseSpaceDeformation.from_tensors(old).offsets(_poses(2, 6)), psd.offsets(_poses(2, 6)))
     assert PoseSpaceDeformation.from_tensors({}) is None
     with pytest.raises(ValueError, match="3 residuals but 2 poses"):
         PoseSpaceDeformation.from_residuals(res, _poses(2, 5))
+
+
+def _regions(V: int) -> tuple[torch.Tensor, list]:
+    """Skinning weights of ``V`` vertices split between the left arm's shoulder (first half) and the right
+    leg's knee (second half), and their regions."""
+    W = torch.zeros(V, 55)
+    W[: V // 2, 16] = 1.0
+    W[V // 2 :, 5] = 1.0
+    return W, body_regions(W)
+
+
+def test_regions_blend_each_part_from_the_frames_whose_joints_match():
+    """Region weights come from the region's own joints: a new pose with frame 0's left arm and frame 1's right
+    leg gets frame 0's residual on the arm and frame 1's on the leg (one global kernel blends both frames
+    everywhere); the masks add up to one; the regional deformation saves and loads."""
+    V = 40
+    W, regs = _regions(V)
+    assert len(regs) == len(REGION_JOINTS)
+    torch.testing.assert_close(sum(m for m, _ in regs), torch.ones(V))
+    rot = torch.zeros(4, 55, 3)
+    rot[:, 16] = torch.tensor([[0.0, 0.0, 1.2], [0.0, 0.0, -0.4], [0.0, 0.0, 0.3], [0.0, 0.0, -1.0]])
+    rot[:, 5] = torch.tensor([[1.1, 0.0, 0.0], [0.1, 0.0, 0.0], [-0.6, 0.0, 0.0], [0.6, 0.0, 0.0]])
+    g = torch.Generator().manual_seed(7)
+    res = 0.01 * torch.randn(4, V, 3, generator=g)
+    psd = PoseSpaceDeformation.from_residuals(res, rot, rank=4, bandwidth=0.05, falloff=1e-6, regions=regs)
+    assert psd.regions == len(REGION_JOINTS) and psd.rank == 4 * psd.regions
+    torch.testing.assert_close(psd.offsets(rot), res, atol=1e-5, rtol=1e-4)  # each frame its own, everywhere
+    mixed = rot[:1].clone()
+    mixed[:, 5] = rot[1, 5]  # frame 0's arm, frame 1's knee
+    out = psd.offsets(mixed)[0]
+    torch.testing.assert_close(out[: V // 2], res[0, : V // 2], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out[V // 2 :], res[1, V // 2 :], atol=1e-5, rtol=1e-4)
+    glob = PoseSpaceDeformation.from_residuals(res, rot, rank=4, bandwidth=0.05, falloff=1e-6)
+    assert float((glob.offsets(mixed)[0] - out).abs().max()) > 1e-3
+    back = PoseSpaceDeformation.from_tensors(psd.tensors())
+    torch.testing.assert_close(back.offsets(mixed), psd.offsets(mixed))
+    with pytest.raises(ValueError, match="55 joints"):
+        body_regions(W[:, :24])
