@@ -55,13 +55,18 @@ def pose_space_features(rotvecs: torch.Tensor) -> torch.Tensor:
     return axis_angle_to_matrix(rotvecs[:, 1:22].float()).reshape(rotvecs.shape[0], -1)
 
 
-def body_regions(weights: torch.Tensor) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
-    """(V, 55) skinning weights -> the :data:`REGION_JOINTS` regions: [(mask (V,), body joints)], masks summing
-    to the weights' sum (one) at every vertex."""
+def body_regions(weights: torch.Tensor, tol: float = 1e-3) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
+    """(V, 55) skinning weights -> the :data:`REGION_JOINTS` regions: [(mask (V,), body joints)].
+
+    A mask is its joints' summed weights, cut to 0 below ``tol`` (smoothed weights have long faint tails; a cut
+    mask keeps a region's morph targets sparse), the masks renormalised to add up to one at every vertex."""
     if weights.shape[-1] != 55:
         raise ValueError(f"body_regions: needs SMPL-X's 55 joints' weights, got {tuple(weights.shape)}")
     w = weights.detach().float().cpu()
-    return [(w[:, list(mask_j)].sum(1), feat_j) for mask_j, feat_j in REGION_JOINTS.values()]
+    m = torch.stack([w[:, list(mask_j)].sum(1) for mask_j, _ in REGION_JOINTS.values()])  # (R, V)
+    m = torch.where(m < tol, torch.zeros_like(m), m)
+    m = m / m.sum(0, keepdim=True).clamp(min=1e-12)
+    return [(m[r], feat_j) for r, (_, feat_j) in enumerate(REGION_JOINTS.values())]
 
 
 def _joint_d2(f: torch.Tensor, F: torch.Tensor) -> torch.Tensor:

@@ -246,8 +246,9 @@ def test_photometric_term_pulls_a_shifted_pose_back(toy):
 
 def test_pose_residuals_fit_each_frame_and_the_pose_space_keeps_them(toy):
     """Phase 3 alone, on the naked body: each frame's residual grows it into that frame's clothes (hands and the
-    frozen vertices stay put), and the pose-space deformation built from them reproduces the gain at those poses."""
-    from avatar.pose_space import PoseSpaceDeformation
+    frozen vertices stay put), and the pose-space deformation built from them (global or by body regions) reproduces
+    the gain at those poses."""
+    from avatar.pose_space import PoseSpaceDeformation, body_regions
     from avatar.video_fit import fit_pose_residuals
     from foundation.body.skeleton import hand_vertices
 
@@ -270,4 +271,6 @@ def test_pose_residuals_fit_each_frame_and_the_pose_space_keeps_them(toy):
     assert after > before + 0.02, (before, after)
     psd = PoseSpaceDeformation.from_residuals(res, pose, rank=len(frames))
     assert iou(psd.offsets(pose)) > before + 0.01
+    regional = PoseSpaceDeformation.from_residuals(res, pose, rank=len(frames), regions=body_regions(W))
+    assert regional.regions == 6 and iou(regional.offsets(pose)) > before + 0.01
     torch.testing.assert_close(torch.cat([p.transl.float() for p in refined]), recon.params.transl.float())
