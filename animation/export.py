@@ -67,18 +67,23 @@ class _Bin:
         self.views: list[dict] = []
         self.accessors: list[dict] = []
 
+    def view(self, raw: bytes, target: int | None = None) -> int:
+        """Append ``raw`` (4-byte aligned) as a buffer view; its index."""
+        while len(self.data) % 4:
+            self.data.append(0)
+        view = {"buffer": 0, "byteOffset": len(self.data), "byteLength": len(raw)}
+        if target is not None:
+            view["target"] = target
+        self.data += raw
+        self.views.append(view)
+        return len(self.views) - 1
+
     def add(self, arr: np.ndarray, ctype: int, atype: str, target: int | None = None, normalized: bool = False,
             minmax: bool = False) -> int:
         arr = np.ascontiguousarray(arr)
-        while len(self.data) % 4:
-            self.data.append(0)
-        view = {"buffer": 0, "byteOffset": len(self.data), "byteLength": arr.nbytes}
-        if target is not None:
-            view["target"] = target
-        self.data += arr.tobytes()
-        self.views.append(view)
         count = arr.shape[0]
-        acc = {"bufferView": len(self.views) - 1, "componentType": ctype, "count": int(count), "type": atype}
+        acc = {"bufferView": self.view(arr.tobytes(), target), "componentType": ctype, "count": int(count),
+               "type": atype}
         if normalized:
             acc["normalized"] = True
         if minmax:
@@ -95,13 +100,7 @@ class _Bin:
         rows = np.flatnonzero(np.abs(arr).max(1) > 0).astype(np.uint32)
         if len(rows) >= arr.shape[0] // 2 or len(rows) == 0:
             return self.add(arr, _FLOAT, "VEC3", 34962, minmax=True)
-        views = []
-        for part in (rows, arr[rows]):
-            while len(self.data) % 4:
-                self.data.append(0)
-            self.views.append({"buffer": 0, "byteOffset": len(self.data), "byteLength": part.nbytes})
-            self.data += part.tobytes()
-            views.append(len(self.views) - 1)
+        views = [self.view(part.tobytes()) for part in (rows, arr[rows])]
         acc = {"componentType": _FLOAT, "count": int(arr.shape[0]), "type": "VEC3",
                "min": np.minimum(arr[rows].min(0), 0.0).tolist(), "max": np.maximum(arr[rows].max(0), 0.0).tolist(),
                "sparse": {"count": int(len(rows)), "indices": {"bufferView": views[0], "componentType": _UINT},
@@ -183,11 +182,7 @@ def write_glb(path: str | Path, verts: torch.Tensor, faces: torch.Tensor, colors
 
         attrs["TEXCOORD_0"] = b.add(np.asarray(uvs, np.float32), _FLOAT, "VEC2", 34962)
         ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(texture, np.uint8), cv2.COLOR_RGB2BGR))
-        while len(b.data) % 4:
-            b.data.append(0)
-        b.views.append({"buffer": 0, "byteOffset": len(b.data), "byteLength": len(png)})
-        b.data += png.tobytes()
-        extra = {"images": [{"name": "albedo", "mimeType": "image/png", "bufferView": len(b.views) - 1}],
+        extra = {"images": [{"name": "albedo", "mimeType": "image/png", "bufferView": b.view(png.tobytes())}],
                  "samplers": [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}],
                  "textures": [{"sampler": 0, "source": 0}]}
         material["pbrMetallicRoughness"]["baseColorTexture"] = {"index": 0, "texCoord": 0}

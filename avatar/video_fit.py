@@ -304,6 +304,16 @@ def smooth_weights(weights: torch.Tensor, verts: torch.Tensor, faces: torch.Tens
     return torch.from_numpy(out).to(weights.device, weights.dtype)
 
 
+def laplacian_smooth(x: torch.Tensor, L: torch.Tensor, iters: int, frozen: torch.Tensor | None = None) -> torch.Tensor:
+    """``iters`` steps ``x <- x - L x / 2`` of (V, C) vertex values with the (V, V) :func:`uniform_laplacian`
+    ``L``; ``frozen`` (V,) bool vertices are set back to zero after every step."""
+    for _ in range(iters):
+        x = x - 0.5 * torch.sparse.mm(L, x)
+        if frozen is not None:
+            x[frozen] = 0.0
+    return x
+
+
 def initial_offsets(verts: torch.Tensor, faces: torch.Tensor, target_verts: torch.Tensor, target_faces: torch.Tensor,
                     max_offset: float, frozen: torch.Tensor, smooth_iters: int = 10, fill_iters: int = 100
                     ) -> torch.Tensor:
@@ -325,10 +335,7 @@ def initial_offsets(verts: torch.Tensor, faces: torch.Tensor, target_verts: torc
     known = ok | frozen
     for _ in range(fill_iters):  # rejected vertices: harmonic fill from their neighbours (no steps, no creases)
         d = torch.where(known[:, None], d, d - torch.sparse.mm(L, d))
-    for _ in range(smooth_iters):  # smooth, keeping the frozen vertices at zero
-        d = d - 0.5 * torch.sparse.mm(L, d)
-        d[frozen] = 0.0
-    return d
+    return laplacian_smooth(d, L, smooth_iters, frozen)  # smooth, keeping the frozen vertices at zero
 
 
 def pose_mesh(verts: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Tensor, parents, pose: torch.Tensor,
@@ -785,12 +792,9 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
         fitted = [dataclasses.replace(f, params=p) for f, p in zip(ff, refined)]
         rot = torch.stack([p.full_pose()[0].float() for p in refined])
         if cfg.pose_space_smooth_iters > 0:  # sub-millimetre jumps across the tiniest edges stretch them under LBS
-            L = uniform_laplacian(faces, len(canon))
-            X = res.permute(1, 0, 2).reshape(len(canon), -1)
-            for _ in range(cfg.pose_space_smooth_iters):
-                X = X - 0.5 * torch.sparse.mm(L, X)
-            keep = 1.0 if on_body is None else (~on_body).float()[None, :, None]
-            res = X.reshape(len(canon), -1, 3).permute(1, 0, 2).contiguous() * keep
+            X = laplacian_smooth(res.permute(1, 0, 2).reshape(len(canon), -1), uniform_laplacian(faces, len(canon)),
+                                 cfg.pose_space_smooth_iters)
+            res = X.reshape(len(canon), -1, 3).permute(1, 0, 2).contiguous() * (~on_body).float()[None, :, None]
         psd = PoseSpaceDeformation.from_residuals(res, rot, cfg.pose_space_rank,
                                                   bandwidth_scale=cfg.pose_space_bandwidth,
                                                   regions=body_regions(W) if cfg.pose_space_regions else None)
