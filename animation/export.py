@@ -273,7 +273,8 @@ def render_sequence(verts: torch.Tensor, faces: torch.Tensor, colors, camera, sh
     """Video frames of a posed sequence (the project renderer, :func:`foundation.render.render_mesh`).
 
     Args:
-        verts: (T, V, 3) world metres; faces: (F, 3); colors: (V, 3) uint8 (torch or numpy) or None (grey).
+        verts: (T, V, 3) world metres; faces: (F, 3); colors: (V, 3) uint8 (torch or numpy), a
+            :class:`~foundation.texture.UVTexture`, None (grey), or a callable ``t -> colours`` (one per frame).
         camera: the view (H x W), or a sequence of T views (one per frame, e.g.
             :func:`animation.camera.sequence_cameras`); shading: ``"lambert"``, ``"flat"`` or ``"normals"``.
         render_kw: further :func:`foundation.render.render_mesh` options (light, background, ssaa, ...).
@@ -287,6 +288,7 @@ def render_sequence(verts: torch.Tensor, faces: torch.Tensor, colors, camera, sh
     cams = list(camera) if isinstance(camera, (list, tuple)) else [camera] * T
     if len(cams) != T:
         raise ValueError(f"render_sequence: {len(cams)} cameras for {T} frames")
-    frames = [render_mesh(verts[t], faces, cams[t], colors, shading=shading, **render_kw)[0]
+    frames = [render_mesh(verts[t], faces, cams[t], colors(t) if callable(colors) else colors, shading=shading,
+                          **render_kw)[0]
               for t in tqdm(range(T), desc="animation: render", leave=False)]
     return np.stack(frames)

@@ -5,7 +5,7 @@ On disk (one directory)::
     avatar.safetensors   fields (sdf.*, skin.*, color.* if trained), body prior (prior_verts, prior_weights),
                          betas, canonical mesh (mesh_verts, mesh_faces, mesh_colors, mesh_weights, ...)
                          UV atlas (atlas_*) and texture of a fitted avatar, the fusion mesh (fusion_mesh_*),
-                         its pose-dependent offsets (pose_space.*)
+                         its pose-dependent offsets (pose_space.*) and colours (pose_texture.*)
     avatar.json          config, architecture, stats
     canonical.ply        the canonical mesh with vertex colours (for viewing)
     canonical.obj/.mtl, canonical_albedo.png   the textured canonical mesh (fitted avatars)
@@ -24,7 +24,7 @@ from foundation.body.params import SMPLXParams
 from foundation.io.atomic import atomic_path, atomic_write_json
 from foundation.texture import UVAtlas, UVTexture, write_textured_obj
 from avatar.extract import CanonicalMesh, pose_canonical_mesh
-from avatar.pose_space import PoseSpaceDeformation
+from avatar.pose_space import PoseSpaceDeformation, PoseTexture
 from avatar.fields import BodySkinPrior, CanonicalSDF, ColorField, SkinningField, spread_matrix
 
 __all__ = ["Avatar"]
@@ -51,6 +51,8 @@ class Avatar:
         fusion_mesh: the ICON-fusion canonical mesh the fit started from (for comparison; None if not fitted).
         pose_space: a fitted avatar's pose-dependent offsets of ``mesh`` (:mod:`avatar.pose_space`; its pose
             correction, in place of the SDF's); None: none.
+        pose_texture: its pose-dependent colour corrections (:class:`~avatar.pose_space.PoseTexture`, blended by
+            ``pose_space``'s weights; :meth:`render_colors` with a pose); None: one texture for every pose.
     """
 
     sdf: CanonicalSDF
@@ -68,6 +70,7 @@ class Avatar:
     texture: np.ndarray | None = None
     fusion_mesh: CanonicalMesh | None = None
     pose_space: PoseSpaceDeformation | None = None
+    pose_texture: PoseTexture | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spread", spread_matrix(self.prior_weights.shape[1]))  # derived, not saved
@@ -171,6 +174,8 @@ class Avatar:
                 tensors[f"fusion_mesh_{k}"] = getattr(self.fusion_mesh, k).contiguous()
         if self.pose_space is not None:
             tensors.update(self.pose_space.tensors())
+        if self.pose_texture is not None:
+            tensors.update(self.pose_texture.tensors())
         with atomic_path(d / "avatar.safetensors") as tmp:
             save_file(tensors, str(tmp))
         atomic_write_json(d / "avatar.json", {"arch": self.arch, "config": self.config, "stats": self.stats,
@@ -223,13 +228,21 @@ class Avatar:
             fusion = CanonicalMesh(**{k: t[f"fusion_mesh_{k}"] for k in _MESH_KEYS})
         return Avatar(sdf, color, skin, mesh, t["prior_verts"], t["prior_weights"], t["betas"], a,
                       meta.get("config", {}), meta.get("stats", {}), meta.get("body_backend", "anny"),
-                      atlas, texture, fusion, PoseSpaceDeformation.from_tensors(t))
+                      atlas, texture, fusion, PoseSpaceDeformation.from_tensors(t), PoseTexture.from_tensors(t))
 
-    def render_colors(self):
-        """What renders the avatar's appearance: a :class:`~foundation.texture.UVTexture`, else vertex colours."""
-        if self.texture is not None and self.atlas is not None:
-            return UVTexture(self.atlas.face_uvs, torch.from_numpy(np.ascontiguousarray(self.texture)))
-        return self.mesh.colors
+    def render_colors(self, pose: torch.Tensor | None = None):
+        """What renders the avatar's appearance: a :class:`~foundation.texture.UVTexture`, else vertex colours.
+
+        pose: (55, 3) one frame's local axis-angle pose (``SMPLXParams.full_pose()[k]``): the texture at that pose
+        (:attr:`pose_texture`); None, or an avatar without one: the shared texture (what the glTF carries)."""
+        if self.texture is None or self.atlas is None:
+            return self.mesh.colors
+        image = self.texture
+        if pose is not None and self.pose_texture is not None and self.pose_space is not None:
+            with torch.no_grad():
+                fw = self.pose_space.frame_weights(pose.reshape(1, -1, 3).float().cpu())[0]
+            image = self.pose_texture.apply(image, fw)
+        return UVTexture(self.atlas.face_uvs, torch.from_numpy(np.ascontiguousarray(image)))
 
     def canonical_colors(self) -> np.ndarray:
         """(V, 3) uint8 vertex colours of the canonical mesh."""

@@ -25,6 +25,13 @@ unchanged. One region over all joints is the plain pose-space deformation above.
 ``falloff`` makes the correction fade far from every training pose (a pose ``2 h`` from the nearest one gets
 about half of it; one that far from all of them, none), so a motion unlike the video plays the static avatar.
 
+**Pose-dependent colour** (:class:`PoseTexture`). The same weights blend colour too: each training frame's own
+view of the texture (what it saw, gain-corrected, minus the shared texture; pooled to coarse cells) is kept, and a
+pose gets the RBF-weighted mean of those corrections, cell by cell, each cell by the regions it lies in. A stripe
+that slides with the arm, a fold that shades the trousers in one pose and not another: the static texture is their
+average, blurred; the frames nearest in pose put them back (held-out PSNR, poses refit: studio +0.35 dB, taiji
++1.5 dB). glTF carries no pose-dependent texture: the exported file has the shared one.
+
 Shapes: ``V`` canonical vertices, ``n`` training frames, ``K`` basis components, ``B`` poses.
 """
 
@@ -33,11 +40,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 
 from foundation.body.lbs import axis_angle_to_matrix
 
-__all__ = ["PoseSpaceDeformation", "pose_space_features", "body_regions", "REGION_JOINTS"]
+__all__ = ["PoseSpaceDeformation", "PoseTexture", "pose_space_features", "body_regions", "REGION_JOINTS"]
 
 # region name -> (SMPL-X joints whose skinning weights make its mask, body joints (1-21) its pose distance counts)
 REGION_JOINTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -195,3 +204,88 @@ class PoseSpaceDeformation:
         return PoseSpaceDeformation(t[prefix + "features"], t[prefix + "codes"], t[prefix + "basis"],
                                     t[prefix + "bandwidths"].float(), t[prefix + "region_joints"].float(),
                                     t[prefix + "region_of"].long(), params[0])
+
+
+@dataclass(frozen=True, eq=False)
+class PoseTexture:
+    """Pose-dependent corrections of a texture (module doc), on a grid of ``r x r`` cells over the ``R x R`` texture.
+
+    Attributes:
+        cells: (M,) long flat indices (``row * r + col``) of the cells that hold texels of a chart.
+        delta: (n, M, 3) each training frame's weighted mean colour residual in a cell (texture units, 0-1).
+        weight: (n, M) its observation weight summed over the cell's texels (0: the frame did not see it).
+        regions: (M, R_g) each cell's region masks (the pose space's regions; they add up to one).
+        size: ``r``; prior: weight of the shared texture per texel (a cell of ``c x c`` texels: ``prior c^2``), so
+            a cell seen by few frames, weakly, keeps the shared colour.
+    """
+
+    cells: torch.Tensor
+    delta: torch.Tensor
+    weight: torch.Tensor
+    regions: torch.Tensor
+    size: int
+    prior: float = 0.002
+
+    @staticmethod
+    def from_observations(texels: torch.Tensor, resolution: int, size: int, residuals, weights,
+                          regions: torch.Tensor, prior: float = 0.002) -> "PoseTexture":
+        """Pool per-texel observations to cells.
+
+        Args:
+            texels: (K,) long flat indices (``row * R + col``) of the texels observed; resolution: ``R``.
+            size: ``r`` (divides ``R``); residuals: n tensors (K, 3), each frame's colour minus the shared texture;
+            weights: n tensors (K,) their weights; regions: (K, R_g) the texels' region masks.
+        """
+        if resolution % size:
+            raise ValueError(f"PoseTexture: {size} cells do not divide a {resolution} px texture")
+        f = resolution // size
+        cell = (texels // resolution // f) * size + (texels % resolution) // f
+        cells, inv = torch.unique(cell, return_inverse=True)
+        M = len(cells)
+        count = torch.zeros(M).index_add_(0, inv, torch.ones(len(inv)))
+        reg = torch.zeros(M, regions.shape[1]).index_add_(0, inv, regions.float()) / count[:, None]
+        delta, weight = [], []
+        for r, w in zip(residuals, weights):
+            w = w.float()
+            num = torch.zeros(M, 3).index_add_(0, inv, r.float() * w[:, None])
+            den = torch.zeros(M).index_add_(0, inv, w)
+            delta.append((num / den.clamp(min=1e-9)[:, None]).half())
+            weight.append(den.half())
+        return PoseTexture(cells, torch.stack(delta), torch.stack(weight), reg.half(), int(size), float(prior))
+
+    @property
+    def frames(self) -> int:
+        return self.delta.shape[0]
+
+    def correction(self, frame_weights: torch.Tensor, resolution: int) -> np.ndarray:
+        """(n, R_g) one pose's RBF weights (:meth:`PoseSpaceDeformation.frame_weights`) -> (R, R, 3) float32
+        colour correction (bilinear from the cells)."""
+        fw = frame_weights.detach().float().cpu()
+        if fw.shape != (self.frames, self.regions.shape[1]):
+            raise ValueError(f"PoseTexture: weights {tuple(fw.shape)}, expected ({self.frames}, {self.regions.shape[1]})")
+        a = (self.regions.float() @ fw.T).T * self.weight.float()  # (n, M)
+        f2 = (resolution // self.size) ** 2
+        d = (a[..., None] * self.delta.float()).sum(0) / (a.sum(0) + self.prior * f2)[:, None]
+        grid = torch.zeros(self.size * self.size, 3)
+        grid[self.cells] = d
+        return cv2.resize(grid.reshape(self.size, self.size, 3).numpy(), (resolution, resolution),
+                          interpolation=cv2.INTER_LINEAR)
+
+    def apply(self, texture: np.ndarray, frame_weights: torch.Tensor) -> np.ndarray:
+        """(R, R, 3) uint8 shared texture, (n, R_g) weights -> the (R, R, 3) uint8 texture at that pose."""
+        out = texture.astype(np.float32) / 255.0 + self.correction(frame_weights, texture.shape[0])
+        return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+    # ------------------------------------------------------------------ io
+    def tensors(self, prefix: str = "pose_texture.") -> dict[str, torch.Tensor]:
+        return {prefix + "cells": self.cells.contiguous(), prefix + "delta": self.delta.contiguous(),
+                prefix + "weight": self.weight.contiguous(), prefix + "regions": self.regions.contiguous(),
+                prefix + "params": torch.tensor([self.size, self.prior], dtype=torch.float64)}
+
+    @staticmethod
+    def from_tensors(t: dict[str, torch.Tensor], prefix: str = "pose_texture.") -> "PoseTexture | None":
+        if prefix + "delta" not in t:
+            return None
+        size, prior = (float(x) for x in t[prefix + "params"])
+        return PoseTexture(t[prefix + "cells"].long(), t[prefix + "delta"], t[prefix + "weight"],
+                           t[prefix + "regions"], int(size), prior)

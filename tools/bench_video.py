@@ -206,6 +206,7 @@ def main() -> None:
         with torch.no_grad():
             rv = avatar.pose(refit, body)
         refit_v = {t: rv[k] for k, t in enumerate(kept)}
+        refit_pose = {t: refit.full_pose()[k] for k, t in enumerate(kept)}
     rows: dict[str, list[dict]] = {"body": [], "fusion": [], "fitted": [], "fitted_refit": []}
     strips, pics = [], []
     with torch.no_grad():
@@ -223,13 +224,13 @@ def main() -> None:
         rows["fusion"].append(frame_metrics(img, cov, ref, mask, True))
         row += [ref * mask[..., None], img]
         if fitted:
-            img, cov = render_mesh(fit_v[k], avatar.mesh.faces, cam, avatar.render_colors(), shading="flat",
-                                   background=(0, 0, 0))
+            img, cov = render_mesh(fit_v[k], avatar.mesh.faces, cam, avatar.render_colors(params.full_pose()[k]),
+                                   shading="flat", background=(0, 0, 0))
             rows["fitted"].append(frame_metrics(img, cov, ref, mask, True))
             row.append(img)
             if t in refit_v:
-                img, cov = render_mesh(refit_v[t], avatar.mesh.faces, cam, avatar.render_colors(), shading="flat",
-                                       background=(0, 0, 0))
+                img, cov = render_mesh(refit_v[t], avatar.mesh.faces, cam, avatar.render_colors(refit_pose[t]),
+                                       shading="flat", background=(0, 0, 0))
                 rows["fitted_refit"].append(frame_metrics(img, cov, ref, mask, True))
                 row.append(img)
         strips.append(np.concatenate(row, 1))

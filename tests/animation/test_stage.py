@@ -46,6 +46,15 @@ def test_pose_correction_selected_on_held_out_frames(stage_avatar, anny_body):
     keep = av.pose_space is not None
     assert keep and av.pose_space.basis.shape[1] == len(av.mesh.verts)
     assert s["pose_correction"] is keep and av.arch["pose_correction"] is keep
+    # its pose-dependent colours came back from disk, one view per training frame, and render at a pose
+    pt = av.pose_texture
+    assert pt is not None and pt.frames == av.pose_space.features.shape[0] and pt.size <= av.texture.shape[0]
+    import roma
+
+    pose = torch.zeros(55, 3)  # the first training frame's body pose, back from its pose-space features
+    pose[1:22] = roma.rotmat_to_rotvec(av.pose_space.features[0].reshape(21, 3, 3))
+    at = av.render_colors(pose).image.numpy()
+    assert at.shape == av.texture.shape and np.abs(at.astype(int) - av.texture.astype(int)).max() > 0
     p = random_poses(anny_body, 2, seed=9)
     torch.testing.assert_close(av.pose(p, anny_body), av.pose(p, anny_body, correct=keep))
     av.arch["pose_correction"] = not keep

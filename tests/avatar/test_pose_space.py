@@ -2,10 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from avatar.pose_space import REGION_JOINTS, PoseSpaceDeformation, body_regions, pose_space_features
+from avatar.pose_space import REGION_JOINTS, PoseSpaceDeformation, PoseTexture, body_regions, pose_space_features
 
 
 def _poses(n: int, seed: int, scale: float = 0.4) -> torch.Tensor:
@@ -107,3 +108,32 @@ def test_regions_blend_each_part_from_the_frames_whose_joints_match():
     torch.testing.assert_close(back.offsets(mixed), psd.offsets(mixed))
     with pytest.raises(ValueError, match="55 joints"):
         body_regions(W[:, :24])
+
+
+def test_pose_texture_pools_cells_and_blends_the_frames_by_weight():
+    """An 8 x 8 texture on 4 x 4 cells (2 x 2 texels each): frame 0 saw +0.2 everywhere, frame 1 -0.2 on the left
+    half only; a pose weighted to one frame gets that frame's correction (shrunk by the prior), none gets nothing."""
+    R = 8
+    texels = torch.arange(R * R)
+    col = texels % R
+    res = [torch.full((R * R, 3), 0.2), torch.full((R * R, 3), -0.2)]
+    wts = [torch.ones(R * R), (col < R // 2).float()]
+    pt = PoseTexture.from_observations(texels, R, 4, res, wts, torch.ones(R * R, 1), prior=0.01)
+    assert pt.frames == 2 and len(pt.cells) == 16
+    shrink = 4 / (4 + 0.01 * 4)
+    c0 = pt.correction(torch.tensor([[1.0], [0.0]]), R)
+    assert c0.shape == (R, R, 3) and np.allclose(c0, 0.2 * shrink, atol=2e-3)
+    c1 = pt.correction(torch.tensor([[0.0], [1.0]]), R)
+    assert np.allclose(c1[:, :3], -0.2 * shrink, atol=2e-3)  # the left cells (bilinear up-sampling blurs the middle)
+    assert np.allclose(c1[:, -3:], 0.0, atol=1e-6)  # frame 1 never saw the right half
+    assert np.allclose(pt.correction(torch.zeros(2, 1), R), 0.0)
+    tex = np.full((R, R, 3), 100, np.uint8)
+    assert int(pt.apply(tex, torch.tensor([[1.0], [0.0]])).min()) == 100 + round(0.2 * shrink * 255)
+    back = PoseTexture.from_tensors(pt.tensors())
+    assert back.size == 4 and back.prior == pytest.approx(0.01)
+    np.testing.assert_allclose(back.correction(torch.tensor([[0.3], [0.7]]), R), pt.correction(torch.tensor([[0.3], [0.7]]), R))
+    assert PoseTexture.from_tensors({}) is None
+    with pytest.raises(ValueError, match="do not divide"):
+        PoseTexture.from_observations(texels, R, 3, res, wts, torch.ones(R * R, 1))
+    with pytest.raises(ValueError, match="expected"):
+        pt.correction(torch.ones(3, 1), R)

@@ -193,7 +193,8 @@ def test_baked_texture_reproduces_the_frames(toy):
     atlas = uv_atlas(verts, faces, 256)
     cfg = VideoFitConfig(texture_size=256, bake_max_side=128)
     fallback = torch.full((len(verts), 3), 128, dtype=torch.uint8)
-    tex, stats = bake_texture(verts, faces, W, rest_j, body.parents, frames, atlas, cfg, fallback, progress=False)
+    tex, stats, ptex = bake_texture(verts, faces, W, rest_j, body.parents, frames, atlas, cfg, fallback, progress=False)
+    assert ptex is None  # no regions given
     assert tex.shape == (256, 256, 3) and tex.dtype == np.uint8 and stats["seen_fraction"] > 0.3
     posed = pose_mesh(verts, W, rest_j, body.parents, recon.params.full_pose(), recon.params.transl)
     err = []
@@ -274,3 +275,43 @@ def test_pose_residuals_fit_each_frame_and_the_pose_space_keeps_them(toy):
     regional = PoseSpaceDeformation.from_residuals(res, pose, rank=len(frames), regions=body_regions(W))
     assert regional.regions == 6 and iou(regional.offsets(pose)) > before + 0.01
     torch.testing.assert_close(torch.cat([p.transl.float() for p in refined]), recon.params.transl.float())
+
+
+def test_pose_texture_brings_back_what_one_frame_saw(toy):
+    """One frame's shirt is brighter on one side (a fold's shading, a stripe that slid): the shared texture averages
+    it away; the pose texture at that frame's pose brings it back, and at the other frames' poses keeps their look."""
+    import dataclasses
+
+    from avatar.pose_space import PoseSpaceDeformation
+
+    body, subject, recon, tracks, rest_j = toy
+    faces, W = body.faces.long(), body.lbs_weights
+    verts = subject.canonical_verts
+    frames = fit_frames(tracks, recon.params, list(range(len(recon.frames))))
+    img = frames[0].image.astype(np.int16)
+    m = frames[0].mask > 0.5
+    xs = np.nonzero(m)[1]
+    side = m & (np.arange(m.shape[1])[None] < np.median(xs))
+    img[side] = np.clip(img[side] + np.array([90, -40, -40]), 0, 255)
+    frames[0] = dataclasses.replace(frames[0], image=img.astype(np.uint8))
+    atlas = uv_atlas(verts, faces, 256)
+    cfg = VideoFitConfig(texture_size=256, bake_max_side=128, pose_texture_cells=64)
+    fallback = torch.full((len(verts), 3), 128, dtype=torch.uint8)
+    pose = recon.params.full_pose().float()
+    tex, _, ptex = bake_texture(verts, faces, W, rest_j, body.parents, frames, atlas, cfg, fallback, progress=False,
+                                regions=torch.ones(1, len(verts)))
+    assert ptex is not None and ptex.frames == len(frames) and ptex.size == 64
+    psd = PoseSpaceDeformation.from_residuals(torch.zeros(len(frames), len(verts), 3), pose, rank=1,
+                                              bandwidth_scale=0.3)
+    posed = pose_mesh(verts, W, rest_j, body.parents, pose, recon.params.transl)
+
+    def err(k, image):
+        out, cov = render_mesh(posed[k], faces, frames[k].camera, UVTexture(atlas.face_uvs, torch.from_numpy(image)),
+                               shading="flat", background=(0, 0, 0))
+        sel = cov & (frames[k].mask > 0.5)
+        return np.abs(out[sel].astype(float) - frames[k].image[sel].astype(float)).mean()
+
+    at = [ptex.apply(tex, psd.frame_weights(pose[k : k + 1])[0]) for k in range(len(frames))]
+    assert err(0, at[0]) < 0.8 * err(0, tex), (err(0, at[0]), err(0, tex))
+    for k in range(1, len(frames)):
+        assert err(k, at[k]) < err(k, tex) + 0.5, (k, err(k, at[k]), err(k, tex))
