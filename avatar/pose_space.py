@@ -224,11 +224,11 @@ class PoseTexture:
     weight: torch.Tensor
     regions: torch.Tensor
     size: int
-    prior: float = 0.002
+    prior: float = 0.05
 
     @staticmethod
     def from_observations(texels: torch.Tensor, resolution: int, size: int, residuals, weights,
-                          regions: torch.Tensor, prior: float = 0.002) -> "PoseTexture":
+                          regions: torch.Tensor, prior: float = 0.05) -> "PoseTexture":
         """Pool per-texel observations to cells.
 
         Args:

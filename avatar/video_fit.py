@@ -122,10 +122,11 @@ class VideoFitConfig:
     at the foot stretched them 5.2x on the rotating motion (2.16x after 5 steps, which move the residuals 0.7 mm
     on average; 1.89x without any offsets).  pose_texture_cells: each training frame's view of the texture is kept
     on this many cells a side (:class:`~avatar.pose_space.PoseTexture`; 0: none), blended at a pose by the pose
-    space's weights (held-out PSNR / SSIM, poses refit, from the same fit: taiji 17.55 / 0.640 without, 19.04 /
-    0.701 with 256 cells; studio 21.25 / 0.734 -> 21.60 / 0.771; 512 cells: no better; its file: n x cells^2 x 8 bytes
-    at most); pose_texture_prior: the shared texture's weight per texel (studio 21.51 / 21.60 dB at 0.0005 / 0.002,
-    taiji 19.04 / 19.05 at 0.002 / 0.005).
+    space's weights (held-out PSNR / SSIM with the poses refit, one fit each: taiji 17.58 / 0.642 without, 18.78 /
+    0.689 with 256 cells; studio 21.46 / 0.742 -> 21.89 / 0.776; 512 cells: no better; its file: n x cells^2 x 8 bytes
+    at most); pose_texture_prior: the shared texture's weight per texel: with the tracked poses, which are off, a
+    sharper texture costs (studio, tracked / refit PSNR: 16.95 / 21.82 dB at 0.002, 17.08 / 21.89 at 0.05, 17.11 /
+    21.81 at 0.2; shared texture only 17.09 / 21.46; the fusion avatar 17.05 with the tracked poses).
     """
 
     enabled: bool = True
@@ -163,7 +164,7 @@ class VideoFitConfig:
     pose_space_smooth_iters: int = 5
     refit_sigma_px: float = 0.3
     pose_texture_cells: int = 256
-    pose_texture_prior: float = 0.002
+    pose_texture_prior: float = 0.05
     texture_size: int = 1024
     bake_max_side: int = 1024
     min_mask_pixels: int = 64
