@@ -301,6 +301,18 @@ def test_pose_texture_brings_back_what_one_frame_saw(toy):
     tex, _, ptex = bake_texture(verts, faces, W, rest_j, body.parents, frames, atlas, cfg, fallback, progress=False,
                                 regions=torch.ones(1, len(verts)))
     assert ptex is not None and ptex.frames == len(frames) and ptex.size == 64
+    # the hands keep the shared colours (a hand texel often sees what lies behind the real hand): cells wholly on
+    # hand triangles hold no frame's view
+    from foundation.texture import texel_surface
+
+    fi, _ = texel_surface(atlas.face_uvs, 256)
+    on_hand = torch.zeros(256, 256, dtype=torch.bool)
+    on_hand[fi >= 0] = hand_vertices(W)[faces[fi[fi >= 0]]].any(1)
+    in_chart = (fi >= 0).reshape(64, 4, 64, 4).any(3).any(1).flatten()
+    all_hand = (on_hand | (fi < 0)).reshape(64, 4, 64, 4).all(3).all(1).flatten() & in_chart
+    hand_cells = torch.isin(ptex.cells, all_hand.nonzero()[:, 0])
+    assert int(hand_cells.sum()) > 5 and float(ptex.weight[:, hand_cells].float().abs().max()) == 0.0
+    assert float(ptex.weight[:, ~hand_cells].float().max()) > 0
     psd = PoseSpaceDeformation.from_residuals(torch.zeros(len(frames), len(verts), 3), pose, rank=1,
                                               bandwidth_scale=0.3)
     posed = pose_mesh(verts, W, rest_j, body.parents, pose, recon.params.transl)
