@@ -96,7 +96,9 @@ class VideoFitConfig:
     the fusion surface has no eyes or mouth, and pulled onto it the template's eyes, lips and mouth fold up (the
     fit then crumples the whole face; studio clip).  texture_size: R of the R x R texture;
     bake_max_side: frame size (px) the texture is baked from; min_mask_pixels: frames with fewer mask pixels
-    are skipped.  outlier_sigma: colour residual (0-1) of the robust second pass.  init_smooth_iters: Laplacian
+    are skipped.  outlier_sigma: colour residual (0-1) of the robust second pass; hands_from_skin: on the
+    hands that pass measures the residual against the face's median colour instead of the first pass's mean (the
+    body's open hands sit where the video shows fists: most frames put the shirt behind them on their texels).  init_smooth_iters: Laplacian
     smoothing steps of the offsets taken from the fusion surface (its marching-cubes noise would crease the
     mesh).  skin_smooth_radius: the template's skinning weights are diffused over about this distance (m,
     :func:`smooth_weights`), hand_smooth_radius on the hands (small, so each finger keeps its own): the body model's
@@ -165,6 +167,7 @@ class VideoFitConfig:
     refit_sigma_px: float = 0.3
     pose_texture_cells: int = 256
     pose_texture_prior: float = 0.05
+    hands_from_skin: bool = True
     texture_size: int = 1024
     bake_max_side: int = 1024
     min_mask_pixels: int = 64
@@ -715,11 +718,21 @@ def bake_texture(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         gains.append(g)
     G = torch.stack(gains)
     G = G / G.log().mean(0).exp()
-    # pass 2: gain-corrected, outliers down-weighted
+    # pass 2: gain-corrected, outliers down-weighted; on the hands, against the face's skin colour: the body model's
+    # open hand sits where the video shows a fist, so most frames put the shirt behind it on the hand's texels and
+    # their mean is the shirt's colour (taiji: blue hands)
+    hands = hand_vertices(weights)
+    ref = mean
+    if cfg.hands_from_skin and bool(hands.any()):
+        face_t = face_vertices(weights, verts, rest_joints)[tri].all(1) & (den > 1e-3)
+        if int(face_t.sum()) >= 16:
+            skin = mean[face_t].median(0).values
+            ref = torch.where(hands[tri].any(1)[:, None], skin[None], mean)
+            stats_skin = [round(float(x), 3) for x in skin]
     num.zero_(), den.zero_()
     for (col, w), g in zip(obs, G):
         c = col.float() / g
-        wf = w.float() * torch.exp(-0.5 * ((c - mean).norm(dim=-1) / cfg.outlier_sigma) ** 2)
+        wf = w.float() * torch.exp(-0.5 * ((c - ref).norm(dim=-1) / cfg.outlier_sigma) ** 2)
         num += c * wf[:, None]
         den += wf
     seen = den > 1e-3
@@ -734,6 +747,8 @@ def bake_texture(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     image = (np.clip(filled, 0, 1) * 255).round().astype(np.uint8)
     stats = {"texels_in_charts": float(on.float().mean()), "seen_fraction": float(seen.float().mean()),
              "gain_spread": float(G.std(0).mean())}
+    if ref is not mean:
+        stats["hand_skin_colour"] = stats_skin
     ptex = None
     if regions is not None and cfg.pose_texture_cells > 0:  # each frame's own view, against the shared colours
         from avatar.pose_space import PoseTexture
@@ -743,7 +758,7 @@ def bake_texture(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         # 19.05 dB without)
         # nor the hands: the body model's open hand sits where the video shows a fist, so a hand texel often sees the
         # shirt behind it (taiji: blue hands at the poses of those frames); they keep the robust shared colours
-        off_hands = (~hand_vertices(weights)[tri].any(1)).float()
+        off_hands = (~hands[tri].any(1)).float()
         res = [col.float() / g - vals for (col, _), g in zip(obs, G)]
         wts = [w.float() * off_hands for _, w in obs]
         treg = (regions.float()[:, tri] * tb[None]).sum(-1).T  # (K, R_g)

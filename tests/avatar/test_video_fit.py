@@ -327,3 +327,43 @@ def test_pose_texture_brings_back_what_one_frame_saw(toy):
     assert err(0, at[0]) < 0.8 * err(0, tex), (err(0, at[0]), err(0, tex))
     for k in range(1, len(frames)):
         assert err(k, at[k]) < err(k, tex) + 0.5, (k, err(k, at[k]), err(k, tex))
+
+
+def test_hands_take_the_skin_colour_not_what_lies_behind_them(toy):
+    """Every frame shows blue where the body's hands project (a shirt behind fists the open hands do not match):
+    the plain robust mean bakes blue hands; measured against the face's colour, the blue is rejected."""
+    import dataclasses
+
+    import cv2
+
+    body, subject, recon, tracks, rest_j = toy
+    faces, W = body.faces.long(), body.lbs_weights
+    verts = subject.canonical_verts
+    frames = fit_frames(tracks, recon.params, list(range(len(recon.frames))))
+    hands = hand_vertices(W)
+    posed = pose_mesh(verts, W, rest_j, body.parents, recon.params.full_pose(), recon.params.transl)
+    for k, f in enumerate(frames):
+        uv, _ = f.camera.project(posed[k][hands])
+        img = f.image.copy()
+        for x, y in uv.round().long().tolist():
+            cv2.circle(img, (x, y), 3, (20, 40, 200), -1)
+        frames[k] = dataclasses.replace(f, image=img)
+    atlas = uv_atlas(verts, faces, 256)
+    fallback = torch.full((len(verts), 3), 128, dtype=torch.uint8)
+    from foundation.texture import sample_texture
+
+    def hand_and_face(on: bool):
+        cfg = VideoFitConfig(texture_size=256, bake_max_side=128, hands_from_skin=on)
+        tex, stats, _ = bake_texture(verts, faces, W, rest_j, body.parents, frames, atlas, cfg, fallback,
+                                     progress=False)
+        c = sample_texture(torch.from_numpy(tex).float(), atlas.uvs)  # (U, 3) per uv vertex
+        on_hand = hands[atlas.vmap]
+        return c[on_hand].mean(0), stats
+
+    def blueness(c):
+        return float(c[2] - 0.5 * (c[0] + c[1]))
+
+    blue, stats = hand_and_face(False)
+    skin, stats_on = hand_and_face(True)
+    assert "hand_skin_colour" not in stats and len(stats_on["hand_skin_colour"]) == 3
+    assert blueness(blue) > 5.0 and blueness(skin) < 0.5 * blueness(blue), (skin, blue)
