@@ -167,7 +167,6 @@ def run_animation(avatar: Avatar, motion: str | Path | Motion, cfg: AnimationCon
 
     with torch_threads(cfg.threads):
         seq = animate(avatar, motion, body, correct=cfg.correct_pose)
-    correct = bool(avatar.arch.get("pose_correction", True)) if cfg.correct_pose is None else cfg.correct_pose
     files: dict = {"motion": "motion.npz"}
     stats = {"animate_seconds": seq.seconds, "animate_fps": len(seq) / max(seq.seconds, 1e-9)}
     if cfg.export_ply:
@@ -179,6 +178,7 @@ def run_animation(avatar: Avatar, motion: str | Path | Motion, cfg: AnimationCon
     if cfg.export_gltf:
         m = avatar.mesh
         psd = avatar.pose_space
+        correct = bool(avatar.arch.get("pose_correction", True)) if cfg.correct_pose is None else cfg.correct_pose
         morph = {}
         if psd is not None and correct:  # the pose-dependent offsets as morph targets, weighted per frame
             with torch.no_grad():
@@ -199,11 +199,8 @@ def run_animation(avatar: Avatar, motion: str | Path | Motion, cfg: AnimationCon
     if cfg.render_video:
         t0 = time.perf_counter()
         cams = sequence_cameras(seq.verts, cfg.camera, cfg.video_size, motion.fps)
-        if avatar.pose_texture is not None and correct:  # its colours at each frame's pose
-            poses = seq.params.full_pose()
-            colors = lambda t: avatar.render_colors(poses[t])  # noqa: E731
-        else:
-            colors = avatar.render_colors()
+        poses = seq.params.full_pose()  # its colours at each frame's pose (a pose-dependent texture)
+        colors = lambda t: avatar.render_colors(poses[t], correct=cfg.correct_pose)  # noqa: E731
         frames = render_sequence(seq.verts, seq.faces, colors, cams)
         write_video(out / "animation.mp4", frames, motion.fps, crf=cfg.video_crf)
         files["video"] = "animation.mp4"

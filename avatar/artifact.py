@@ -230,15 +230,18 @@ class Avatar:
                       meta.get("config", {}), meta.get("stats", {}), meta.get("body_backend", "anny"),
                       atlas, texture, fusion, PoseSpaceDeformation.from_tensors(t), PoseTexture.from_tensors(t))
 
-    def render_colors(self, pose: torch.Tensor | None = None):
+    def render_colors(self, pose: torch.Tensor | None = None, correct: bool | None = None):
         """What renders the avatar's appearance: a :class:`~foundation.texture.UVTexture`, else vertex colours.
 
         pose: (55, 3) one frame's local axis-angle pose (``SMPLXParams.full_pose()[k]``): the texture at that pose
-        (:attr:`pose_texture`); None, or an avatar without one: the shared texture (what the glTF carries)."""
+        (:attr:`pose_texture`); None, or an avatar without one: the shared texture (what the glTF carries).
+        correct: as in :meth:`pose` (None: ``arch["pose_correction"]``); False: the shared texture."""
         if self.texture is None or self.atlas is None:
             return self.mesh.colors
+        if correct is None:
+            correct = bool(self.arch.get("pose_correction", True))
         image = self.texture
-        if pose is not None and self.pose_texture is not None and self.pose_space is not None:
+        if correct and pose is not None and self.pose_texture is not None and self.pose_space is not None:
             with torch.no_grad():
                 fw = self.pose_space.frame_weights(pose.reshape(1, -1, 3).float().cpu())[0]
             image = self.pose_texture.apply(image, fw)

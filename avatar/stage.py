@@ -289,6 +289,7 @@ def evaluate_holdout(avatar: Avatar, recon: Recon, tracks: Tracks | None, held: 
     if not keep:
         verts, ch = lbs, ch_lbs
     ps, ss = [], []
+    poses = params.full_pose()
     for k, i in enumerate(held):
         fr = recon.frames[i]
         if tracks is None or not (0 <= fr.frame < len(tracks.images)):
@@ -296,8 +297,8 @@ def evaluate_holdout(avatar: Avatar, recon: Recon, tracks: Tracks | None, held: 
         cam = tracks.camera
         s = min(1.0, cfg.eval_max_side / max(cam.width, cam.height))
         cam = cam.resized(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
-        colors = avatar.render_colors(params.full_pose()[k] if keep else None)
-        img, _ = render_mesh(verts[k], faces, cam, colors, shading="flat", background=(0, 0, 0))
+        img, _ = render_mesh(verts[k], faces, cam, avatar.render_colors(poses[k], correct=keep), shading="flat",
+                             background=(0, 0, 0))
         ref = _resize(tracks.images[fr.frame], cam.height, cam.width)
         mask = _resize(tracks.masks[fr.frame].astype(np.float32), cam.height, cam.width) > 0.5
         if mask.any():

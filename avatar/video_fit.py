@@ -98,7 +98,8 @@ class VideoFitConfig:
     bake_max_side: frame size (px) the texture is baked from; min_mask_pixels: frames with fewer mask pixels
     are skipped.  outlier_sigma: colour residual (0-1) of the robust second pass; hands_from_skin: on the
     hands that pass measures the residual against the face's median colour instead of the first pass's mean (the
-    body's open hands sit where the video shows fists: most frames put the shirt behind them on their texels).  init_smooth_iters: Laplacian
+    body's open hands sit where the video shows fists: most frames put the shirt behind them on their texels;
+    taiji's hands were baked blue).  init_smooth_iters: Laplacian
     smoothing steps of the offsets taken from the fusion surface (its marching-cubes noise would crease the
     mesh).  skin_smooth_radius: the template's skinning weights are diffused over about this distance (m,
     :func:`smooth_weights`), hand_smooth_radius on the hands (small, so each finger keeps its own): the body model's
@@ -721,14 +722,13 @@ def bake_texture(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     # pass 2: gain-corrected, outliers down-weighted; on the hands, against the face's skin colour: the body model's
     # open hand sits where the video shows a fist, so most frames put the shirt behind it on the hand's texels and
     # their mean is the shirt's colour (taiji: blue hands)
-    hands = hand_vertices(weights)
-    ref = mean
-    if cfg.hands_from_skin and bool(hands.any()):
+    hand_t = hand_vertices(weights)[tri].any(1)  # (K,) texels on a hand triangle
+    ref, skin = mean, None
+    if cfg.hands_from_skin and bool(hand_t.any()):
         face_t = face_vertices(weights, verts, rest_joints)[tri].all(1) & (den > 1e-3)
         if int(face_t.sum()) >= 16:
             skin = mean[face_t].median(0).values
-            ref = torch.where(hands[tri].any(1)[:, None], skin[None], mean)
-            stats_skin = [round(float(x), 3) for x in skin]
+            ref = torch.where(hand_t[:, None], skin[None], mean)
     num.zero_(), den.zero_()
     for (col, w), g in zip(obs, G):
         c = col.float() / g
@@ -747,8 +747,8 @@ def bake_texture(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     image = (np.clip(filled, 0, 1) * 255).round().astype(np.uint8)
     stats = {"texels_in_charts": float(on.float().mean()), "seen_fraction": float(seen.float().mean()),
              "gain_spread": float(G.std(0).mean())}
-    if ref is not mean:
-        stats["hand_skin_colour"] = stats_skin
+    if skin is not None:
+        stats["hand_skin_colour"] = [round(float(x), 3) for x in skin]
     ptex = None
     if regions is not None and cfg.pose_texture_cells > 0:  # each frame's own view, against the shared colours
         from avatar.pose_space import PoseTexture
@@ -758,7 +758,7 @@ def bake_texture(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         # 19.05 dB without)
         # nor the hands: the body model's open hand sits where the video shows a fist, so a hand texel often sees the
         # shirt behind it (taiji: blue hands at the poses of those frames); they keep the robust shared colours
-        off_hands = (~hands[tri].any(1)).float()
+        off_hands = (~hand_t).float()
         res = [col.float() / g - vals for (col, _), g in zip(obs, G)]
         wts = [w.float() * off_hands for _, w in obs]
         treg = (regions.float()[:, tri] * tb[None]).sum(-1).T  # (K, R_g)
@@ -834,9 +834,11 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
     # surface spreads it again (the posed training surfaces move ~0.5 mm on average)
     W = smooth_weights(W, canon, faces, cfg.fitted_smooth_radius, frozen)
     fitted = [dataclasses.replace(f, params=p) for f, p in zip(ff, refined)]
-    psd, frame_off, pstats = None, None, {}
+    psd, frame_off, pstats, regions = None, None, {}, None
     if cfg.residual_iters > 0:  # phase 3: pose-dependent residuals -> a pose-space deformation
         from avatar.pose_space import PoseSpaceDeformation, body_regions
+
+        regions = body_regions(W) if cfg.pose_space_regions else None  # [(mask (V,), joints)]; None: one region
 
         res, refined, rlosses = fit_pose_residuals(canon, faces, W, rest_j, body.parents, fitted, cfg, on_body,
                                                    progress=progress)
@@ -848,7 +850,7 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
             res = X.reshape(len(canon), -1, 3).permute(1, 0, 2).contiguous() * (~on_body).float()[None, :, None]
         psd = PoseSpaceDeformation.from_residuals(res, rot, cfg.pose_space_rank,
                                                   bandwidth_scale=cfg.pose_space_bandwidth,
-                                                  regions=body_regions(W) if cfg.pose_space_regions else None)
+                                                  regions=regions)
         with torch.no_grad():
             frame_off = psd.offsets(rot)  # what the avatar will show at these poses (RBF-blended, rank K)
         pstats = {"pose_space": {"rank": psd.rank, "regions": psd.regions, "explained": round(psd.explained(res), 4),
@@ -861,14 +863,12 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
         t1 = time.perf_counter()
     cp = signed_distance(canon, fm.verts.float(), fm.faces.long())  # fusion colours for unseen texels
     fallback = _surface_colors(fm, cp).round().clamp(0, 255)
-    regions = None
-    if psd is not None:
-        from avatar.pose_space import body_regions
-
-        regions = torch.stack([m for m, _ in body_regions(W)]) if cfg.pose_space_regions else torch.ones(1, len(canon))
+    masks = None
+    if psd is not None:  # the pose space's region masks (R_g, V), which blend its colours too
+        masks = torch.ones(1, len(canon)) if regions is None else torch.stack([m for m, _ in regions])
     texture, tstats, ptex = bake_texture(canon, faces, W, rest_j, body.parents, fitted, atlas, cfg,
                                          fallback.to(torch.uint8), progress=progress, frame_offsets=frame_off,
-                                         regions=regions)
+                                         regions=masks)
     seconds["texture"] = time.perf_counter() - t1
     mesh = CanonicalMesh(canon, faces, vertex_colors_from_texture(atlas, texture, len(canon)), W,
                          vertex_normals(canon, faces), torch.zeros(len(canon)))
@@ -881,7 +881,8 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
     log.info("video fit: %d frames, %d vertices, silhouette loss %.4f, texture seen %.0f%%, %.1f s", len(ff),
              len(canon), losses.get("silhouette", float("nan")), 100 * tstats["seen_fraction"], stats["fit_seconds"])
     return dataclasses.replace(avatar, mesh=mesh, atlas=atlas, texture=texture, fusion_mesh=avatar.mesh,
-                               pose_space=psd, pose_texture=ptex, arch={**avatar.arch, "pose_correction": psd is not None},
+                               pose_space=psd, pose_texture=ptex,
+                               arch={**avatar.arch, "pose_correction": psd is not None},
                                stats={**avatar.stats, "video_fit": stats})
 
 

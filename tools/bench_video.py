@@ -206,7 +206,8 @@ def main() -> None:
         with torch.no_grad():
             rv = avatar.pose(refit, body)
         refit_v = {t: rv[k] for k, t in enumerate(kept)}
-        refit_pose = {t: refit.full_pose()[k] for k, t in enumerate(kept)}
+        refit_pose = dict(zip(kept, refit.full_pose()))
+    tracked_pose = params.full_pose()
     rows: dict[str, list[dict]] = {"body": [], "fusion": [], "fitted": [], "fitted_refit": []}
     strips, pics = [], []
     with torch.no_grad():
@@ -224,7 +225,7 @@ def main() -> None:
         rows["fusion"].append(frame_metrics(img, cov, ref, mask, True))
         row += [ref * mask[..., None], img]
         if fitted:
-            img, cov = render_mesh(fit_v[k], avatar.mesh.faces, cam, avatar.render_colors(params.full_pose()[k]),
+            img, cov = render_mesh(fit_v[k], avatar.mesh.faces, cam, avatar.render_colors(tracked_pose[k]),
                                    shading="flat", background=(0, 0, 0))
             rows["fitted"].append(frame_metrics(img, cov, ref, mask, True))
             row.append(img)

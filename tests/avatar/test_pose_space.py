@@ -131,7 +131,8 @@ def test_pose_texture_pools_cells_and_blends_the_frames_by_weight():
     assert int(pt.apply(tex, torch.tensor([[1.0], [0.0]])).min()) == 100 + round(0.2 * shrink * 255)
     back = PoseTexture.from_tensors(pt.tensors())
     assert back.size == 4 and back.prior == pytest.approx(0.01)
-    np.testing.assert_allclose(back.correction(torch.tensor([[0.3], [0.7]]), R), pt.correction(torch.tensor([[0.3], [0.7]]), R))
+    mix = torch.tensor([[0.3], [0.7]])
+    np.testing.assert_allclose(back.correction(mix, R), pt.correction(mix, R))
     assert PoseTexture.from_tensors({}) is None
     with pytest.raises(ValueError, match="do not divide"):
         PoseTexture.from_observations(texels, R, 3, res, wts, torch.ones(R * R, 1))
