@@ -5,7 +5,8 @@ On disk (one directory)::
     avatar.safetensors   fields (sdf.*, skin.*, color.* if trained), body prior (prior_verts, prior_weights),
                          betas, canonical mesh (mesh_verts, mesh_faces, mesh_colors, mesh_weights, ...)
                          UV atlas (atlas_*) and texture of a fitted avatar, the fusion mesh (fusion_mesh_*),
-                         its pose-dependent offsets (pose_space.*) and colours (pose_texture.*)
+                         its pose-dependent offsets (pose_space.*) and colours (pose_texture.*), the fitted
+                         training poses (train_poses)
     avatar.json          config, architecture, stats
     canonical.ply        the canonical mesh with vertex colours (for viewing)
     canonical.obj/.mtl, canonical_albedo.png   the textured canonical mesh (fitted avatars)
@@ -53,6 +54,9 @@ class Avatar:
             correction, in place of the SDF's); None: none.
         pose_texture: its pose-dependent colour corrections (:class:`~avatar.pose_space.PoseTexture`, blended by
             ``pose_space``'s weights; :meth:`render_colors` with a pose); None: one texture for every pose.
+        train_poses: (n, 23, 3) float32, a fitted avatar's training frames as the fit left them: rows 0-21 the
+            global orientation and the 21 body-joint rotations (axis-angle), row 22 the translation (world
+            metres); frame ``i`` is clip frame ``stats["video_fit"]["frames"][i]``. None: not recorded.
     """
 
     sdf: CanonicalSDF
@@ -71,6 +75,7 @@ class Avatar:
     fusion_mesh: CanonicalMesh | None = None
     pose_space: PoseSpaceDeformation | None = None
     pose_texture: PoseTexture | None = None
+    train_poses: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spread", spread_matrix(self.prior_weights.shape[1]))  # derived, not saved
@@ -176,6 +181,8 @@ class Avatar:
             tensors.update(self.pose_space.tensors())
         if self.pose_texture is not None:
             tensors.update(self.pose_texture.tensors())
+        if self.train_poses is not None:
+            tensors["train_poses"] = self.train_poses.float().contiguous()
         with atomic_path(d / "avatar.safetensors") as tmp:
             save_file(tensors, str(tmp))
         atomic_write_json(d / "avatar.json", {"arch": self.arch, "config": self.config, "stats": self.stats,
@@ -228,7 +235,8 @@ class Avatar:
             fusion = CanonicalMesh(**{k: t[f"fusion_mesh_{k}"] for k in _MESH_KEYS})
         return Avatar(sdf, color, skin, mesh, t["prior_verts"], t["prior_weights"], t["betas"], a,
                       meta.get("config", {}), meta.get("stats", {}), meta.get("body_backend", "anny"),
-                      atlas, texture, fusion, PoseSpaceDeformation.from_tensors(t), PoseTexture.from_tensors(t))
+                      atlas, texture, fusion, PoseSpaceDeformation.from_tensors(t), PoseTexture.from_tensors(t),
+                      t.get("train_poses"))
 
     def render_colors(self, pose: torch.Tensor | None = None, correct: bool | None = None):
         """What renders the avatar's appearance: a :class:`~foundation.texture.UVTexture`, else vertex colours.

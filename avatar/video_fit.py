@@ -78,7 +78,9 @@ class VideoFitConfig:
     time); iters: phase-2 iterations (offsets and poses) of ``frames_per_iter`` frames each; refit_iters: the
     held-out refit's iterations (:func:`refit_poses`), its soft silhouettes ending at ``refit_sigma_px`` (studio
     held-out IoU 0.9267 at 120 iterations and 1 px; 0.9281 at 200 and 1 px or at 120 and 0.5 px; 0.9298 at 200 and
-    0.5 px; 0.9301 at 300 and 0.5 px; 0.9303 at 200 and 0.3 px).  max_side: fitting render size (px, long side; at the
+    0.5 px; 0.9301 at 300 and 0.5 px; 0.9303 at 200 and 0.3 px); refit_start: where it starts, ``"tracked"`` (the
+    tracked poses) or ``"neighbours"`` (those plus the fit's corrections of the training frames beside them in
+    time, :func:`neighbour_start`; a fitted avatar that recorded them).  max_side: fitting render size (px, long side; at the
     evaluation size, so the silhouettes fit to the pixel).  lr_offset (m), lr_pose (rad), lr_transl (m): Adam
     learning rates (phase 2 scales the pose ones by ``joint_pose_lr``); lr_final: each phase's rates decay
     (cosine) to this fraction of them.  w_photo: phase 2's photometric term
@@ -166,6 +168,7 @@ class VideoFitConfig:
     pose_space_regions: bool = True
     pose_space_smooth_iters: int = 5
     refit_sigma_px: float = 0.3
+    refit_start: str = "neighbours"
     pose_texture_cells: int = 256
     pose_texture_prior: float = 0.05
     hands_from_skin: bool = True
@@ -193,6 +196,8 @@ class VideoFitConfig:
         if self.pose_space_rank < 1 or self.pose_space_bandwidth <= 0:
             raise ValueError(f"VideoFitConfig: pose_space_rank must be >= 1 and pose_space_bandwidth > 0, got "
                              f"{self.pose_space_rank}, {self.pose_space_bandwidth}")
+        if self.refit_start not in ("tracked", "neighbours"):
+            raise ValueError(f"VideoFitConfig.refit_start must be 'tracked' or 'neighbours', got {self.refit_start!r}")
         if min(self.sigma_px, self.sigma_px_start, self.refit_sigma_px) <= 0:
             raise ValueError("VideoFitConfig: sigma_px, sigma_px_start and refit_sigma_px must be > 0 (px)")
         c = self.pose_texture_cells
@@ -880,20 +885,65 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
              "fit_seconds": round(time.perf_counter() - t0, 2)}
     log.info("video fit: %d frames, %d vertices, silhouette loss %.4f, texture seen %.0f%%, %.1f s", len(ff),
              len(canon), losses.get("silhouette", float("nan")), 100 * tstats["seen_fraction"], stats["fit_seconds"])
+    train_poses = torch.stack([torch.cat([p.full_pose()[0, :22].float(), p.transl.float()]) for p in refined])
     return dataclasses.replace(avatar, mesh=mesh, atlas=atlas, texture=texture, fusion_mesh=avatar.mesh,
-                               pose_space=psd, pose_texture=ptex,
+                               pose_space=psd, pose_texture=ptex, train_poses=train_poses,
                                arch={**avatar.arch, "pose_correction": psd is not None},
                                stats={**avatar.stats, "video_fit": stats})
+
+
+def neighbour_start(params: SMPLXParams, clip_frames: list[int], train_tracked: SMPLXParams,
+                    train_frames: list[int], train_poses: torch.Tensor) -> SMPLXParams:
+    """Frames' tracked poses moved by what the fit changed on the training frames beside them in time.
+
+    The fit corrects each training frame's tracked global orientation, body pose and translation (silhouettes,
+    the ICON loop): errors the tracker makes on a limb's twist or the depth last over several frames. A frame
+    between two training frames gets their corrections interpolated linearly in clip time (axis-angle deltas,
+    as the fit adds them); one before the first or after the last, the nearest one's. No image of the frame
+    itself is used.
+
+    Args:
+        params: (B) the frames' tracked parameters; clip_frames: their B clip indices.
+        train_tracked: (n) the training frames' tracked parameters; train_frames: their n clip indices;
+        train_poses: (n, 23, 3) their fitted poses (:attr:`~avatar.artifact.Avatar.train_poses`).
+    Returns:
+        (B) parameters: the tracked ones plus the interpolated corrections (other fields unchanged).
+    """
+    t = torch.as_tensor(train_frames, dtype=torch.float32)
+    order = torch.argsort(t)
+    t = t[order]
+    tracked = torch.cat([train_tracked.full_pose()[:, :22].float(), train_tracked.transl[:, None].float()], 1)
+    delta = (train_poses.float() - tracked)[order]  # (n, 23, 3)
+    q = torch.as_tensor(clip_frames, dtype=torch.float32).clamp(float(t[0]), float(t[-1]))
+    hi = torch.searchsorted(t, q).clamp(1, max(len(t) - 1, 1)) if len(t) > 1 else torch.zeros(len(q), dtype=torch.long)
+    lo = (hi - 1).clamp(min=0)
+    span = (t[hi] - t[lo]).clamp(min=1e-6)
+    w = ((q - t[lo]) / span).clamp(0, 1)[:, None, None]
+    d = (1 - w) * delta[lo] + w * delta[hi]
+    out = params.clone()
+    out.global_orient = out.global_orient + d[:, 0].to(out.global_orient)
+    out.body_pose = out.body_pose + d[:, 1:22].to(out.body_pose)
+    out.transl = out.transl + d[:, 22].to(out.transl)
+    return out
 
 
 def refit_poses(avatar, body, tracks, params: SMPLXParams, clip_frames: list[int], cfg: VideoFitConfig,
                 progress: bool = False) -> tuple[list[int], SMPLXParams]:
     """Poses refit to frames' masks with the avatar frozen (silhouette only: the held-out protocol).
 
+    The refit starts at ``params`` (``cfg.refit_start="tracked"``), or at those moved by the fit's corrections of
+    the training frames beside each frame in time (``"neighbours"``, :func:`neighbour_start`; where the avatar
+    recorded its :attr:`~avatar.artifact.Avatar.train_poses`).
+
     Returns:
         the clip frames that had a mask (others are dropped) and their refit parameters (B = that many).
     """
-    ff = fit_frames(tracks, avatar.params_for(params), clip_frames, cfg.min_mask_pixels, with_images=False)
+    params = avatar.params_for(params)
+    train = (avatar.stats.get("video_fit") or {}).get("frames")
+    if cfg.refit_start == "neighbours" and avatar.train_poses is not None and train:
+        tracked = avatar.params_for(tracks.params[torch.as_tensor(train)])
+        params = neighbour_start(params, clip_frames, tracked, train, avatar.train_poses)
+    ff = fit_frames(tracks, params, clip_frames, cfg.min_mask_pixels, with_images=False)
     if not ff:
         return [], params[:0]
     one = dataclasses.replace(cfg, pose_iters=cfg.refit_iters, refine_pose=True, sigma_px=cfg.refit_sigma_px)

@@ -49,14 +49,19 @@ from tracking.artifact import Tracks  # noqa: E402
 
 
 def frame_metrics(img: np.ndarray, cover: np.ndarray, ref: np.ndarray, mask: np.ndarray, with_color: bool) -> dict:
-    """IoU of ``cover`` vs ``mask``; PSNR/SSIM/LPIPS in the mask's box with both backgrounds zeroed."""
+    """IoU of ``cover`` vs ``mask``; PSNR/SSIM/LPIPS in the mask's box with both backgrounds zeroed.
+
+    img: (H, W, 3) uint8 render over a black background; cover: (H, W) bool, or float coverage (supersampled
+    render: a pixel counts as covered when more than half of its rays hit); ref, mask: the frame and person mask."""
+    if cover.dtype != bool:
+        cover = cover > 0.5
     inter, union = (cover & mask).sum(), (cover | mask).sum()
     out = {"mask_iou": float(inter / max(union, 1))}
     if not with_color:
         return out
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    a = (img * cover[..., None])[y0:y1, x0:x1]
+    a = img[y0:y1, x0:x1]  # black off the avatar (an anti-aliased edge pixel: its coverage times its colour)
     b = (ref * mask[..., None])[y0:y1, x0:x1]
     out["psnr"], out["ssim"] = psnr(a, b), ssim(a, b)
     out["lpips"] = lpips(a, b) if lpips_status()[0] else None
@@ -153,6 +158,8 @@ def main() -> None:
     ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--refit-iters", type=int, default=None,
                     help="iterations of the held-out pose refit (default: the avatar's video_fit.refit_iters)")
+    ap.add_argument("--ssaa", type=int, default=1,
+                    help="supersampling of the evaluation renders (n x n rays per pixel, edges anti-aliased)")
     ap.add_argument("--save", type=Path, default=None, help="write a picture strip per held-out frame here")
     ap.add_argument("--motions", type=Path, nargs="*", default=[],
                     help="motion files to play on the avatar: prints the largest edge stretch (posed / rest length)")
@@ -219,19 +226,20 @@ def main() -> None:
         if mask.sum() < 16:
             continue
         row = []
-        _, cov = render_mesh(body_v[k], body.faces, cam, shading="flat", background=(0, 0, 0))
+        _, cov = render_mesh(body_v[k], body.faces, cam, shading="flat", background=(0, 0, 0), ssaa=args.ssaa)
         rows["body"].append(frame_metrics(None, cov, ref, mask, with_color=False))
-        img, cov = render_mesh(fus_v[k], fusion_mesh.faces, cam, fusion_mesh.colors, shading="flat", background=(0, 0, 0))
+        img, cov = render_mesh(fus_v[k], fusion_mesh.faces, cam, fusion_mesh.colors, shading="flat",
+                               background=(0, 0, 0), ssaa=args.ssaa)
         rows["fusion"].append(frame_metrics(img, cov, ref, mask, True))
         row += [ref * mask[..., None], img]
         if fitted:
             img, cov = render_mesh(fit_v[k], avatar.mesh.faces, cam, avatar.render_colors(tracked_pose[k]),
-                                   shading="flat", background=(0, 0, 0))
+                                   shading="flat", background=(0, 0, 0), ssaa=args.ssaa)
             rows["fitted"].append(frame_metrics(img, cov, ref, mask, True))
             row.append(img)
             if t in refit_v:
                 img, cov = render_mesh(refit_v[t], avatar.mesh.faces, cam, avatar.render_colors(refit_pose[t]),
-                                       shading="flat", background=(0, 0, 0))
+                                       shading="flat", background=(0, 0, 0), ssaa=args.ssaa)
                 rows["fitted_refit"].append(frame_metrics(img, cov, ref, mask, True))
                 row.append(img)
         strips.append(np.concatenate(row, 1))

@@ -53,6 +53,11 @@ def test_pose_correction_selected_on_held_out_frames(stage_avatar, anny_body):
 
     pose = torch.zeros(55, 3)  # the first training frame's body pose, back from its pose-space features
     pose[1:22] = roma.rotmat_to_rotvec(av.pose_space.features[0].reshape(21, 3, 3))
+    # the fitted training poses came back too, in the pose space's frame order
+    tp = av.train_poses
+    assert tp is not None and tp.shape == (pt.frames, 23, 3) and len(s["video_fit"]["frames"]) == pt.frames
+    torch.testing.assert_close(roma.rotvec_to_rotmat(tp[0, 1:22]).reshape(21, 9),
+                               av.pose_space.features[0].reshape(21, 9), atol=1e-5, rtol=0)
     at = av.render_colors(pose).image.numpy()
     assert at.shape == av.texture.shape and np.abs(at.astype(int) - av.texture.astype(int)).max() > 0
     p = random_poses(anny_body, 2, seed=9)

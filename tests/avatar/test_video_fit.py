@@ -8,7 +8,7 @@ import torch
 
 from foundation.body.skeleton import hand_vertices
 from avatar.video_fit import (VideoFitConfig, bake_texture, fit_frames, fit_geometry,
-                              initial_offsets, pose_mesh, smooth_weights, template_mesh, uniform_laplacian)
+                              initial_offsets, neighbour_start, pose_mesh, smooth_weights, template_mesh, uniform_laplacian)
 from foundation.render import render_mesh
 from foundation.texture import UVTexture, uv_atlas
 from tests.fixtures.toy import make_toy_subject, random_poses, toy_recon, toy_tracks
@@ -215,6 +215,30 @@ def test_empty_mask_frames_are_skipped(toy):
     t2 = dataclasses.replace(tracks, masks=masks)
     frames = fit_frames(t2, recon.params, [0, 1, 2])
     assert [f.clip_frame for f in frames] == [0, 2]
+
+
+def test_neighbour_start_interpolates_the_training_frames_corrections():
+    """Held-out frames start at their tracked pose plus the corrections of the training frames around them."""
+    from foundation.body.params import SMPLXParams
+
+    g = torch.Generator().manual_seed(0)
+    train_frames = [4, 0, 8]  # any order
+    tracked_train = SMPLXParams.zeros(3)
+    tracked_train.body_pose = torch.randn(3, 21, 3, generator=g) * 0.1
+    tracked_train.transl = torch.randn(3, 3, generator=g)
+    delta = torch.randn(3, 23, 3, generator=g) * 0.05
+    fitted = torch.cat([tracked_train.full_pose()[:, :22], tracked_train.transl[:, None]], 1) + delta
+    held = SMPLXParams.zeros(4)
+    held.body_pose = torch.randn(4, 21, 3, generator=g) * 0.1
+    held.jaw_pose = torch.full((4, 3), 0.3)
+    out = neighbour_start(held, [2, 5, 9, 8], tracked_train, train_frames, fitted)
+    d = lambda k: delta[train_frames.index(k)]  # noqa: E731
+    want = torch.stack([0.5 * (d(0) + d(4)), 0.75 * d(4) + 0.25 * d(8), d(8), d(8)])  # frame 9: after the last
+    got = torch.cat([out.full_pose()[:, :22] - held.full_pose()[:, :22], (out.transl - held.transl)[:, None]], 1)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert torch.equal(out.jaw_pose, held.jaw_pose)  # what the fit did not touch stays
+    with pytest.raises(ValueError, match="refit_start"):
+        VideoFitConfig(refit_start="nearest")
 
 
 def test_photometric_term_pulls_a_shifted_pose_back(toy):
