@@ -1,9 +1,11 @@
 """Held-out evaluation of a finished run's avatar against the video, as the video-avatar papers do it.
 
-    python tools/bench_video.py RUN_DIR [--max-side 512] [--refit-iters N]
+    python tools/bench_video.py RUN_DIR [--max-side 512] [--ssaa 3] [--refit-iters N]
 
 The avatar stage holds out every 5th reconstructed frame (``avatar.holdout_every``). On each held-out
-frame the avatar is posed and rendered with the tracking camera at <= ``--max-side`` px on the long side:
+frame the avatar is posed and rendered with the tracking camera at <= ``--max-side`` px on the long side,
+anti-aliased (``--ssaa`` x ``--ssaa`` rays per pixel, averaged: an edge pixel shows its coverage times the colour,
+as a camera's does; ``--ssaa 1`` renders one ray per pixel, as this benchmark did before 2026-12-03):
 
 * ``body``: the naked fitted body (mask IoU only);
 * ``fusion``: the ICON-fusion avatar (its canonical mesh and vertex colours, LBS);
@@ -158,8 +160,9 @@ def main() -> None:
     ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--refit-iters", type=int, default=None,
                     help="iterations of the held-out pose refit (default: the avatar's video_fit.refit_iters)")
-    ap.add_argument("--ssaa", type=int, default=1,
-                    help="supersampling of the evaluation renders (n x n rays per pixel, edges anti-aliased)")
+    ap.add_argument("--ssaa", type=int, default=3,
+                    help="supersampling of the evaluation renders (n x n rays per pixel, edges anti-aliased; "
+                         "1: one ray per pixel)")
     ap.add_argument("--save", type=Path, default=None, help="write a picture strip per held-out frame here")
     ap.add_argument("--motions", type=Path, nargs="*", default=[],
                     help="motion files to play on the avatar: prints the largest edge stretch (posed / rest length)")
@@ -167,6 +170,8 @@ def main() -> None:
                     help="write one picture (3 held-out frames: frame | fusion | fitted | refit, cropped to the "
                          "person, faces pixelated) and a viewer-like render of the textured avatar beside it")
     args = ap.parse_args()
+    if args.ssaa < 1 or args.max_side < 2:
+        ap.error(f"--ssaa must be >= 1 and --max-side >= 2, got {args.ssaa}, {args.max_side}")
     logging.basicConfig(level=logging.WARNING)
     run = args.run_dir
     tracks = Tracks.load(run / "tracking")
