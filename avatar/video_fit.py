@@ -941,6 +941,9 @@ def refit_poses(avatar, body, tracks, params: SMPLXParams, clip_frames: list[int
     params = avatar.params_for(params)
     train = (avatar.stats.get("video_fit") or {}).get("frames")
     if cfg.refit_start == "neighbours" and avatar.train_poses is not None and train:
+        if len(train) != len(avatar.train_poses):
+            raise ValueError(f"refit_poses: the avatar records {len(avatar.train_poses)} fitted training poses for "
+                             f"{len(train)} training frames (stats['video_fit']['frames']); re-run the avatar stage")
         tracked = avatar.params_for(tracks.params[torch.as_tensor(train)])
         params = neighbour_start(params, clip_frames, tracked, train, avatar.train_poses)
     ff = fit_frames(tracks, params, clip_frames, cfg.min_mask_pixels, with_images=False)
