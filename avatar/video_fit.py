@@ -421,16 +421,24 @@ def _photometric_loss(posed: torch.Tensor, faces: torch.Tensor, colors: torch.Te
     return total / len(pick)
 
 
+def _moved(params: SMPLXParams, d_pose: torch.Tensor, d_transl: torch.Tensor) -> SMPLXParams:
+    """(B) parameters plus changes: (B, 22, 3) global + body rotations (axis-angle, added), (B, 3) translation."""
+    p = params.clone()
+    p.global_orient = p.global_orient + d_pose[:, 0].to(p.global_orient)
+    p.body_pose = p.body_pose + d_pose[:, 1:22].to(p.body_pose)
+    p.transl = p.transl + d_transl.to(p.transl)
+    return p
+
+
+def _pose_rows(params: SMPLXParams) -> torch.Tensor:
+    """(B) parameters -> (B, 23, 3) float32: global orientation and the 21 body-joint rotations (axis-angle), then
+    the translation (the layout of :attr:`~avatar.artifact.Avatar.train_poses`)."""
+    return torch.cat([params.full_pose()[:, :22].float(), params.transl[:, None].float()], 1)
+
+
 def _refined(frames: list[FitFrame], d_pose: torch.Tensor, d_transl: torch.Tensor) -> list[SMPLXParams]:
     """Each frame's parameters plus its fitted changes: (n, 22, 3) global + body rotations, (n, 3) translation."""
-    out = []
-    for k, f in enumerate(frames):
-        p = f.params.clone()
-        p.global_orient = p.global_orient + d_pose[k : k + 1, 0].detach().to(p.global_orient)
-        p.body_pose = p.body_pose + d_pose[k : k + 1, 1:22].detach().to(p.body_pose)
-        p.transl = p.transl + d_transl[k : k + 1].detach().to(p.transl)
-        out.append(p)
-    return out
+    return [_moved(f.params, d_pose[k : k + 1].detach(), d_transl[k : k + 1].detach()) for k, f in enumerate(frames)]
 
 
 def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Tensor,
@@ -885,7 +893,7 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
              "fit_seconds": round(time.perf_counter() - t0, 2)}
     log.info("video fit: %d frames, %d vertices, silhouette loss %.4f, texture seen %.0f%%, %.1f s", len(ff),
              len(canon), losses.get("silhouette", float("nan")), 100 * tstats["seen_fraction"], stats["fit_seconds"])
-    train_poses = torch.stack([torch.cat([p.full_pose()[0, :22].float(), p.transl.float()]) for p in refined])
+    train_poses = torch.cat([_pose_rows(p) for p in refined])
     return dataclasses.replace(avatar, mesh=mesh, atlas=atlas, texture=texture, fusion_mesh=avatar.mesh,
                                pose_space=psd, pose_texture=ptex, train_poses=train_poses,
                                arch={**avatar.arch, "pose_correction": psd is not None},
@@ -912,19 +920,13 @@ def neighbour_start(params: SMPLXParams, clip_frames: list[int], train_tracked: 
     t = torch.as_tensor(train_frames, dtype=torch.float32)
     order = torch.argsort(t)
     t = t[order]
-    tracked = torch.cat([train_tracked.full_pose()[:, :22].float(), train_tracked.transl[:, None].float()], 1)
-    delta = (train_poses.float() - tracked)[order]  # (n, 23, 3)
+    delta = (train_poses.float() - _pose_rows(train_tracked))[order]  # (n, 23, 3)
     q = torch.as_tensor(clip_frames, dtype=torch.float32).clamp(float(t[0]), float(t[-1]))
-    hi = torch.searchsorted(t, q).clamp(1, max(len(t) - 1, 1)) if len(t) > 1 else torch.zeros(len(q), dtype=torch.long)
+    hi = torch.searchsorted(t, q).clamp(max=len(t) - 1)  # the first training frame at or after q
     lo = (hi - 1).clamp(min=0)
-    span = (t[hi] - t[lo]).clamp(min=1e-6)
-    w = ((q - t[lo]) / span).clamp(0, 1)[:, None, None]
+    w = ((q - t[lo]) / (t[hi] - t[lo]).clamp(min=1e-6)).clamp(0, 1)[:, None, None]
     d = (1 - w) * delta[lo] + w * delta[hi]
-    out = params.clone()
-    out.global_orient = out.global_orient + d[:, 0].to(out.global_orient)
-    out.body_pose = out.body_pose + d[:, 1:22].to(out.body_pose)
-    out.transl = out.transl + d[:, 22].to(out.transl)
-    return out
+    return _moved(params, d[:, :22], d[:, 22])
 
 
 def refit_poses(avatar, body, tracks, params: SMPLXParams, clip_frames: list[int], cfg: VideoFitConfig,
@@ -944,8 +946,7 @@ def refit_poses(avatar, body, tracks, params: SMPLXParams, clip_frames: list[int
         if len(train) != len(avatar.train_poses):
             raise ValueError(f"refit_poses: the avatar records {len(avatar.train_poses)} fitted training poses for "
                              f"{len(train)} training frames (stats['video_fit']['frames']); re-run the avatar stage")
-        tracked = avatar.params_for(tracks.params[torch.as_tensor(train)])
-        params = neighbour_start(params, clip_frames, tracked, train, avatar.train_poses)
+        params = neighbour_start(params, clip_frames, tracks.params[torch.as_tensor(train)], train, avatar.train_poses)
     ff = fit_frames(tracks, params, clip_frames, cfg.min_mask_pixels, with_images=False)
     if not ff:
         return [], params[:0]

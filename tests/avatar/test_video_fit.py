@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from foundation.body.skeleton import hand_vertices
-from avatar.video_fit import (VideoFitConfig, bake_texture, fit_frames, fit_geometry,
-                              initial_offsets, neighbour_start, pose_mesh, smooth_weights, template_mesh, uniform_laplacian)
+from avatar.video_fit import (VideoFitConfig, bake_texture, fit_frames, fit_geometry, initial_offsets,
+                              neighbour_start, pose_mesh, smooth_weights, template_mesh, uniform_laplacian)
 from foundation.render import render_mesh
 from foundation.texture import UVTexture, uv_atlas
 from tests.fixtures.toy import make_toy_subject, random_poses, toy_recon, toy_tracks
@@ -237,6 +237,8 @@ def test_neighbour_start_interpolates_the_training_frames_corrections():
     got = torch.cat([out.full_pose()[:, :22] - held.full_pose()[:, :22], (out.transl - held.transl)[:, None]], 1)
     assert torch.allclose(got, want, atol=1e-6)
     assert torch.equal(out.jaw_pose, held.jaw_pose)  # what the fit did not touch stays
+    one = neighbour_start(held, [2, 5, 9, 8], tracked_train[1:2], [0], fitted[1:2])  # one training frame: its own
+    assert torch.allclose(one.body_pose - held.body_pose, d(0)[None, 1:22].expand(4, -1, -1), atol=1e-6)
     with pytest.raises(ValueError, match="refit_start"):
         VideoFitConfig(refit_start="nearest")
 
