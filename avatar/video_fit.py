@@ -61,6 +61,7 @@ from foundation.camera import Camera
 from foundation.device import check_device
 from foundation.geometry.normals import vertex_normals
 from foundation.texture import UVAtlas, atlas_from_face_uvs, push_pull_fill, texel_surface, uv_atlas
+from foundation.threads import cpu_count, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,10 @@ class VideoFitConfig:
     3 cm, the posed surface moving 0.45 mm on average, 1.5 cm at most; a later taiji fit had one edge at 3.01x on
     the dance at 3 cm, 2.90x at 3.35 cm: hence 3.5 cm).  seed: frame sampling.  device: where the
     analysis by synthesis runs ("cpu" or "cuda": posing, the Warp visibility and the soft silhouettes; the
-    weight smoothing and the texture bake stay on the CPU).  residual_iters: phase-3 iterations (every frame each
+    weight smoothing and the texture bake stay on the CPU).  threads: torch CPU threads of the fit, the bake and the
+    held-out refit (None: every core this process may use; the Warp launches split over as many); the fusion before
+    it trains on ``avatar.threads`` (1), but here the meshes are large: studio clip, 2 cores, fit 428 s on one thread,
+    364 s on two; 1 where other jobs share the cores.  residual_iters: phase-3 iterations (every frame each
     iteration; 0: no pose-dependent offsets); lr_residual (m): their Adam rate; w_residual_lap, w_residual: Laplacian
     and size of each frame's residual (what the frames share stays in the shared offsets); pose_space_rank: basis
     components kept (per region; the glTF's morph targets); pose_space_bandwidth: the RBF width in median
@@ -182,6 +186,7 @@ class VideoFitConfig:
     fitted_smooth_radius: float = 0.035
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None
 
     def __post_init__(self):
         counts = (self.subdivide, self.iters, self.pose_iters, self.refit_iters, self.residual_iters,
@@ -193,6 +198,8 @@ class VideoFitConfig:
             raise ValueError("VideoFitConfig: skin_smooth_radius, hand_smooth_radius and fitted_smooth_radius must "
                              "be >= 0 (m)")
         check_device(self.device, "VideoFitConfig.device", available=False)  # a run saved on a GPU loads anywhere
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"VideoFitConfig.threads must be None (every core) or >= 1, got {self.threads}")
         if self.pose_space_rank < 1 or self.pose_space_bandwidth <= 0:
             raise ValueError(f"VideoFitConfig: pose_space_rank must be >= 1 and pose_space_bandwidth > 0, got "
                              f"{self.pose_space_rank}, {self.pose_space_bandwidth}")
@@ -809,6 +816,11 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
         the fitted :class:`~avatar.artifact.Avatar` (``fusion_mesh`` = the input's mesh; pose correction off:
         the canonical mesh is no SDF level set), with ``stats["video_fit"]``.
     """
+    with torch_threads(cfg.threads or cpu_count()):
+        return _fit_avatar_to_video(avatar, tracks, recon, frames, body, cfg, progress)
+
+
+def _fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: VideoFitConfig, progress: bool):
     from avatar.extract import CanonicalMesh
     from foundation.geometry.sdf import signed_distance
 
@@ -940,6 +952,12 @@ def refit_poses(avatar, body, tracks, params: SMPLXParams, clip_frames: list[int
     Returns:
         the clip frames that had a mask (others are dropped) and their refit parameters (B = that many).
     """
+    with torch_threads(cfg.threads or cpu_count()):
+        return _refit_poses(avatar, body, tracks, params, clip_frames, cfg, progress)
+
+
+def _refit_poses(avatar, body, tracks, params: SMPLXParams, clip_frames: list[int], cfg: VideoFitConfig,
+                 progress: bool) -> tuple[list[int], SMPLXParams]:
     params = avatar.params_for(params)
     train = (avatar.stats.get("video_fit") or {}).get("frames")
     if cfg.refit_start == "neighbours" and avatar.train_poses is not None and train:

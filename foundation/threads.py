@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
-__all__ = ["torch_threads"]
+__all__ = ["cpu_count", "torch_threads"]
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (its CPU affinity; ``os.cpu_count()`` where that is unknown), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager

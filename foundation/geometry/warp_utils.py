@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 import torch
 
+from foundation.threads import cpu_count
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -71,12 +73,8 @@ def wp_device(device: torch.device | str) -> str:
 
 
 def num_cpu_threads() -> int:
-    """Threads used for chunked CPU launches (``torch.get_num_threads()``, at least 1)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        n = os.cpu_count() or 1
-    return max(1, min(n, torch.get_num_threads()))
+    """Threads used for chunked CPU launches: ``torch.get_num_threads()``, at most the cores this process may use."""
+    return max(1, min(cpu_count(), torch.get_num_threads()))
 
 
 def _content_digest(t: torch.Tensor) -> bytes:

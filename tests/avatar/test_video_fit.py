@@ -243,6 +243,26 @@ def test_neighbour_start_interpolates_the_training_frames_corrections():
         VideoFitConfig(refit_start="nearest")
 
 
+def test_fit_and_refit_run_on_their_own_thread_count(monkeypatch):
+    """``threads`` sets torch's thread count inside the fit and the held-out refit (None: every core), restored after;
+    the stage's own count (``avatar.threads``) does not reach them."""
+    import avatar.video_fit as vf
+    from foundation.threads import cpu_count, torch_threads
+
+    seen = []
+    monkeypatch.setattr(vf, "_fit_avatar_to_video", lambda *a: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(vf, "_refit_poses", lambda *a: seen.append(torch.get_num_threads()))
+    with torch_threads(1):
+        vf.fit_avatar_to_video(None, None, None, [], None, VideoFitConfig())
+        vf.refit_poses(None, None, None, None, [], VideoFitConfig())
+        torch.set_num_threads(2)
+        vf.refit_poses(None, None, None, None, [], VideoFitConfig(threads=1))
+        assert torch.get_num_threads() == 2
+    assert seen == [cpu_count(), cpu_count(), 1]
+    with pytest.raises(ValueError, match="threads"):
+        VideoFitConfig(threads=0)
+
+
 def test_photometric_term_pulls_a_shifted_pose_back(toy):
     """The colour term is lowest at the true pose, and its gradient moves a shifted translation back."""
     from avatar.video_fit import _photometric_loss, _small
