@@ -274,6 +274,17 @@ def _near_boundary(mask: torch.Tensor, r: int) -> torch.Tensor:
         return out
     y0, y1 = max(int(rows[0]) - r, 0), min(int(rows[-1]) + r + 1, H)
     x0, x1 = max(int(cols[0]) - r, 0), min(int(cols[-1]) + r + 1, W)
+    if mask.device.type == "cpu":  # OpenCV's box dilation / erosion of a uint8 image: ~10x faster than max_pool2d
+        import cv2
+        import numpy as np
+
+        m = mask[y0:y1, x0:x1].numpy().astype(np.uint8)
+        k = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+        # outside the image counts as neither value, as max_pool2d's padding does
+        grow = cv2.dilate(m, k, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        shrink = cv2.erode(m, k, borderType=cv2.BORDER_CONSTANT, borderValue=1)
+        out[y0:y1, x0:x1] = torch.from_numpy(grow != shrink)
+        return out
     m = mask[y0:y1, x0:x1].float()[None, None]
     pool = torch.nn.functional.max_pool2d
 

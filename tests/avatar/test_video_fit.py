@@ -109,8 +109,22 @@ def test_template_subdivision_keeps_skinning(anny_body):
     torch.testing.assert_close(w.sum(1), torch.ones(len(v)))
     torch.testing.assert_close(v[: len(rest)], rest)  # old vertices stay where they were
     L = uniform_laplacian(f, len(v))
-    assert torch.sparse.mm(L, torch.ones(len(v), 1)).abs().max() < 1e-6  # a constant has no Laplacian
+    assert L(torch.ones(len(v), 1)).abs().max() < 1e-6  # a constant has no Laplacian
     assert hand_vertices(w).sum() > 100
+
+
+def test_mesh_laplacian_is_i_minus_the_neighbour_mean_and_differentiable():
+    verts, faces, ij = _grid(5)
+    L = uniform_laplacian(faces, len(verts))
+    dense = L.matrix.to_dense()
+    A = torch.zeros(len(verts), len(verts))
+    for a, b in faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2):
+        A[a, b] = A[b, a] = 1.0
+    torch.testing.assert_close(dense, torch.eye(len(verts)) - A / A.sum(1, keepdim=True))
+    x = torch.randn(len(verts), 3, dtype=torch.float64, requires_grad=True)
+    L64 = type(L)(L.matrix.to(torch.float64), L.transpose.to(torch.float64))
+    assert torch.autograd.gradcheck(L64, (x,))  # the backward is the transpose (L is not symmetric)
+    assert not torch.allclose(dense, dense.T)
 
 
 def test_silhouette_fit_grows_the_body_into_the_clothes(toy):
