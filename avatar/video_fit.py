@@ -119,23 +119,24 @@ class VideoFitConfig:
     weight smoothing and the texture bake stay on the CPU).  threads: torch CPU threads of the fit, the bake and the
     held-out refit (None: every core this process may use; the Warp launches split over as many); the fusion before
     it trains on ``avatar.threads`` (1), but here the meshes are large: studio clip, 2 cores, fit 428 s on one thread,
-    364 s on two; 1 where other jobs share the cores.  residual_iters: phase-3 iterations (every frame each
-    iteration; 0: no pose-dependent offsets); lr_residual (m): their Adam rate; w_residual_lap, w_residual: Laplacian
-    and size of each frame's residual (what the frames share stays in the shared offsets); pose_space_rank: basis
-    components kept (per region; the glTF's morph targets); pose_space_bandwidth: the RBF width in median
-    nearest-pose distances (studio held-out refit IoU 0.920 / 0.925 / 0.927 / 0.922 at 1.6 / 1.0 / 0.6 / 0.35, one
-    region); pose_space_regions: torso, head, arms and legs each blend the training frames by their own joints
-    (:func:`~avatar.pose_space.body_regions`; held-out refit IoU, from the same residuals: studio 0.9257 -> 0.9292,
-    taiji 0.9467 -> 0.9473); pose_space_smooth_iters: steps ``x <- x - L x / 2`` (uniform graph Laplacian) on the
-    residuals before the basis: with the regions, jumps of ~0.5 mm across the studio mesh's sub-millimetre edges
-    at the foot stretched them 5.2x on the rotating motion (2.16x after 5 steps, which move the residuals 0.7 mm
-    on average; 1.89x without any offsets).  pose_texture_cells: each training frame's view of the texture is kept
-    on this many cells a side (:class:`~avatar.pose_space.PoseTexture`; 0: none), blended at a pose by the pose
-    space's weights (held-out PSNR / SSIM with the poses refit, one fit each: taiji 17.58 / 0.642 without, 18.78 /
-    0.689 with 256 cells; studio 21.46 / 0.742 -> 21.89 / 0.776; 512 cells: no better; its file: n x cells^2 x 8 bytes
-    at most); pose_texture_prior: the shared texture's weight per texel: with the tracked poses, which are off, a
-    sharper texture costs (studio, tracked / refit PSNR: 16.95 / 21.82 dB at 0.002, 17.08 / 21.89 at 0.05, 17.11 /
-    21.81 at 0.2; shared texture only 17.09 / 21.46; the fusion avatar 17.05 with the tracked poses).
+    364 s on two (242 s with the faster loops of the same day); 1 where other jobs share the cores.  residual_iters:
+    phase-3 iterations (every frame each iteration; 0: no pose-dependent offsets); lr_residual (m): their Adam rate;
+    w_residual_lap, w_residual: Laplacian and size of each frame's residual (what the frames share stays in the
+    shared offsets); pose_space_rank: basis components kept (per region; the glTF's morph targets);
+    pose_space_bandwidth: the RBF width in median nearest-pose distances (studio held-out refit IoU 0.920 / 0.925 /
+    0.927 / 0.922 at 1.6 / 1.0 / 0.6 / 0.35, one region); pose_space_regions: torso, head, arms and legs each blend
+    the training frames by their own joints (:func:`~avatar.pose_space.body_regions`; held-out refit IoU, from the
+    same residuals: studio 0.9257 -> 0.9292, taiji 0.9467 -> 0.9473); pose_space_smooth_iters: steps ``x <- x - L x
+    / 2`` (uniform graph Laplacian) on the residuals before the basis: with the regions, jumps of ~0.5 mm across the
+    studio mesh's sub-millimetre edges at the foot stretched them 5.2x on the rotating motion (2.16x after 5 steps,
+    which move the residuals 0.7 mm on average; 1.89x without any offsets). pose_texture_cells: each training
+    frame's view of the texture is kept on this many cells a side (:class:`~avatar.pose_space.PoseTexture`; 0:
+    none), blended at a pose by the pose space's weights (held-out PSNR / SSIM with the poses refit, one fit each:
+    taiji 17.58 / 0.642 without, 18.78 / 0.689 with 256 cells; studio 21.46 / 0.742 -> 21.89 / 0.776; 512 cells: no
+    better; its file: n x cells^2 x 8 bytes at most); pose_texture_prior: the shared texture's weight per texel:
+    with the tracked poses, which are off, a sharper texture costs (studio, tracked / refit PSNR: 16.95 / 21.82 dB
+    at 0.002, 17.08 / 21.89 at 0.05, 17.11 / 21.81 at 0.2; shared texture only 17.09 / 21.46; the fusion avatar
+    17.05 with the tracked poses).
     """
 
     enabled: bool = True
@@ -367,7 +368,8 @@ def smooth_weights(weights: torch.Tensor, verts: torch.Tensor, faces: torch.Tens
     return torch.from_numpy(out).to(weights.device, weights.dtype)
 
 
-def laplacian_smooth(x: torch.Tensor, L: MeshLaplacian, iters: int, frozen: torch.Tensor | None = None) -> torch.Tensor:
+def laplacian_smooth(x: torch.Tensor, L: MeshLaplacian, iters: int,
+                     frozen: torch.Tensor | None = None) -> torch.Tensor:
     """``iters`` steps ``x <- x - L x / 2`` of (V, C) vertex values with the :func:`uniform_laplacian` ``L``;
     ``frozen`` (V,) bool vertices are set back to zero after every step."""
     for _ in range(iters):
@@ -666,7 +668,8 @@ def fit_pose_residuals(verts: torch.Tensor, faces: torch.Tensor, weights: torch.
             Dk = D[pick] * keep
             posed = pose_mesh(verts[None] + Dk, weights, rest_joints, parents, pose, transl0[pick] + d_transl[pick])
             sil = _silhouette_loss(posed, faces, small, pick, sigma)
-            lap = L(Dk.permute(1, 0, 2).reshape(V, -1)).square().sum() / V  # each frame's mean square, summed (one product)
+            # each frame's mean squared Laplacian, summed over the frames: one product for all of them
+            lap = L(Dk.permute(1, 0, 2).reshape(V, -1)).square().sum() / V
             reg = 1e2 * (cfg.w_residual_lap * lap + cfg.w_residual * Dk.square().sum(-1).mean(1).sum())
             prior = cfg.w_pose * (d_pose[pick].square().sum((1, 2)).sum() + 10 * d_transl[pick].square().sum())
             ((sil + reg + prior) / n).backward()
