@@ -81,9 +81,9 @@ class VideoFitConfig:
     held-out IoU 0.9267 at 120 iterations and 1 px; 0.9281 at 200 and 1 px or at 120 and 0.5 px; 0.9298 at 200 and
     0.5 px; 0.9301 at 300 and 0.5 px; 0.9303 at 200 and 0.3 px); refit_start: where it starts, ``"tracked"`` (the
     tracked poses) or ``"neighbours"`` (those plus the fit's corrections of the training frames beside them in
-    time, :func:`neighbour_start`; a fitted avatar that recorded them).  max_side: fitting render size (px, long side; at the
-    evaluation size, so the silhouettes fit to the pixel).  lr_offset (m), lr_pose (rad), lr_transl (m): Adam
-    learning rates (phase 2 scales the pose ones by ``joint_pose_lr``); lr_final: each phase's rates decay
+    time, :func:`neighbour_start`; a fitted avatar that recorded them).  max_side: fitting render size (px, long
+    side; at the evaluation size, so the silhouettes fit to the pixel).  lr_offset (m), lr_pose (rad), lr_transl
+    (m): Adam learning rates (phase 2 scales the pose ones by ``joint_pose_lr``); lr_final: each phase's rates decay
     (cosine) to this fraction of them.  w_photo: phase 2's photometric term
     (0: silhouettes only); lr_color: its vertex colours' and per-frame log-gains' learning rate.
     w_edge: hinge on canonical edges shorter than ``min_edge_ratio`` times the template's (offsets that
@@ -126,10 +126,10 @@ class VideoFitConfig:
     pose_space_bandwidth: the RBF width in median nearest-pose distances (studio held-out refit IoU 0.920 / 0.925 /
     0.927 / 0.922 at 1.6 / 1.0 / 0.6 / 0.35, one region); pose_space_regions: torso, head, arms and legs each blend
     the training frames by their own joints (:func:`~avatar.pose_space.body_regions`; held-out refit IoU, from the
-    same residuals: studio 0.9257 -> 0.9292, taiji 0.9467 -> 0.9473); pose_space_smooth_iters: steps ``x <- x - L x
-    / 2`` (uniform graph Laplacian) on the residuals before the basis: with the regions, jumps of ~0.5 mm across the
-    studio mesh's sub-millimetre edges at the foot stretched them 5.2x on the rotating motion (2.16x after 5 steps,
-    which move the residuals 0.7 mm on average; 1.89x without any offsets). pose_texture_cells: each training
+    same residuals: studio 0.9257 -> 0.9292, taiji 0.9467 -> 0.9473); pose_space_smooth_iters: steps
+    ``x <- x - L x / 2`` (uniform graph Laplacian) on the residuals before the basis: with the regions, jumps of
+    ~0.5 mm across the studio mesh's sub-millimetre edges at the foot stretched them 5.2x on the rotating motion
+    (2.16x after 5 steps, which move the residuals 0.7 mm on average; 1.89x without any offsets). pose_texture_cells: each training
     frame's view of the texture is kept on this many cells a side (:class:`~avatar.pose_space.PoseTexture`; 0:
     none), blended at a pose by the pose space's weights (held-out PSNR / SSIM with the poses refit, one fit each:
     taiji 17.58 / 0.642 without, 18.78 / 0.689 with 256 cells; studio 21.46 / 0.742 -> 21.89 / 0.776; 512 cells: no

@@ -33,7 +33,7 @@ import torch
 import warp as wp
 
 from foundation.camera import Camera
-from foundation.geometry.normals import check_mesh, vertex_normals
+from foundation.geometry.normals import check_mesh, face_normals, vertex_normals
 from foundation.geometry.raycast import pixel_rays, ray_triangle_bary, raycast
 from foundation.geometry.warp_utils import init_warp, parallel_launch, torch_stream, warp_context, wp_device
 
@@ -157,14 +157,13 @@ def contour_edges(verts: torch.Tensor, faces: torch.Tensor, camera: Camera) -> t
     edges, ef = edge_topology(faces)
     with torch.no_grad():
         v = verts.detach()
-        f = faces.long()
-        a, b, c = (v.index_select(0, f[:, i]) for i in range(3))  # faster than v[f] on large meshes
-        fn = torch.linalg.cross(b - a, c - a)  # (F, 3) area-weighted face normals
+        fn = face_normals(v, faces, normalize=False)
         R, _ = camera.R_t(v.device, v.dtype)
         if camera.ortho:
             view = R[2].expand_as(fn)  # optical axis, world frame
         else:  # any point of the face's plane gives the same sign: its first vertex
-            view = a - torch.as_tensor(camera.center, device=v.device, dtype=v.dtype)
+            first = v.index_select(0, faces[:, 0].long())
+            view = first - torch.as_tensor(camera.center, device=v.device, dtype=v.dtype)
         front = (fn * view).sum(-1) < 0
         f1 = ef[:, 1].clamp(min=0)
         is_contour = (ef[:, 1] < 0) | (front[ef[:, 0]] != front[f1])
