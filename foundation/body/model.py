@@ -101,15 +101,19 @@ class BodyModel(nn.Module):
 def _load_anny(cache_dir: str | None):
     """Anny's model (float32, eval). ``cache_dir`` goes straight to ``anny.paths.set_anny_cache_path``
     (Anny reads the path when it builds or loads its model data, so no environment variable is
-    written); ``None`` keeps Anny's own default (``$ANNY_CACHE_DIR`` if set, else ``~/.cache/anny``)."""
+    written); ``None`` keeps Anny's own default (``$ANNY_CACHE_DIR`` if set, else ``~/.cache/anny``).
+    A first build reads Anny's target files through :func:`~foundation.body.anny_targets.fast_targets`."""
     if cache_dir:
         import anny.paths
 
         anny.paths.set_anny_cache_path(cache_dir)
     import anny
 
-    log.info("loading Anny (the first time builds a ~0.8 GB cache, ~40 s)")
-    return anny.Anny().to(torch.float32).eval()
+    from foundation.body.anny_targets import fast_targets
+
+    log.info("loading Anny (the first time builds a ~0.8 GB cache)")
+    with fast_targets():  # the first build parses 1,136 target files: ~10x faster vectorised
+        return anny.Anny().to(torch.float32).eval()
 
 
 def _rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
