@@ -56,10 +56,11 @@ class AvatarConfig:
         cell and is interpolated; 0 = every vertex, exact, slow).
     color_mode: "samples" bakes the canonicalised samples' colours onto the mesh (sharp, no training);
         "field" trains the colour MLP with the SDF.  color_radius: baking neighbourhood (m).
-    threads: torch CPU threads while training / evaluating (None: torch's default).  1 by default: the
-        small (thousands of rows) matrix products here gain little from a second core, and lose up to
-        10x when other processes compete for the cores (measured: a skinning iteration 0.45 s on one
-        thread vs 6.4 s on two with a load average of 7 on 2 cores).
+    threads: torch CPU threads while training / evaluating (None, the default: every core this process may
+        use).  On 2 cores with the machine to itself (2026-12-03, studio clip) the fusion trains in 65 s on two
+        threads against 103 s on one; set 1 where other processes compete for the cores, which can cost a
+        second thread up to 10x (measured earlier: a skinning iteration 0.45 s on one thread vs 6.4 s on two
+        with a load average of 7 on 2 cores).
     eval_max_side: held-out renders are made at most this many pixels on a side.
     select_correction: keep the pose-dependent correction only if it lowers the held-out Chamfer
         (``Avatar.arch["pose_correction"]``; needs held-out frames).
@@ -80,7 +81,7 @@ class AvatarConfig:
     correction_spacing: float = 0.04
     color_mode: str = "samples"
     color_radius: float = 0.015
-    threads: int | None = 1
+    threads: int | None = None
     eval_max_side: int = 512
     select_correction: bool = True
     checkpoint_dir: str | None = None

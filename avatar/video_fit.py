@@ -61,7 +61,7 @@ from foundation.camera import Camera
 from foundation.device import check_device
 from foundation.geometry.normals import vertex_normals
 from foundation.texture import UVAtlas, atlas_from_face_uvs, push_pull_fill, texel_surface, uv_atlas
-from foundation.threads import cpu_count, torch_threads
+from foundation.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,9 @@ class VideoFitConfig:
     the dance at 3 cm, 2.90x at 3.35 cm: hence 3.5 cm).  seed: frame sampling.  device: where the
     analysis by synthesis runs ("cpu" or "cuda": posing, the Warp visibility and the soft silhouettes; the
     weight smoothing and the texture bake stay on the CPU).  threads: torch CPU threads of the fit, the bake and the
-    held-out refit (None: every core this process may use; the Warp launches split over as many); the fusion before
-    it trains on ``avatar.threads`` (1), but here the meshes are large: studio clip, 2 cores, fit 428 s on one thread,
-    364 s on two (242 s with the faster loops of the same day); 1 where other jobs share the cores.  residual_iters:
+    held-out refit (None: the stage's, ``avatar.threads``, itself every core unless set; the Warp launches split
+    over as many): studio clip, 2 cores, fit 428 s on one thread, 364 s on two (242 s with the faster loops of the
+    same day); 1 where other jobs share the cores.  residual_iters:
     phase-3 iterations (every frame each iteration; 0: no pose-dependent offsets); lr_residual (m): their Adam rate;
     w_residual_lap, w_residual: Laplacian and size of each frame's residual (what the frames share stays in the
     shared offsets); pose_space_rank: basis components kept (per region; the glTF's morph targets);
@@ -849,7 +849,7 @@ def fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vid
         the fitted :class:`~avatar.artifact.Avatar` (``fusion_mesh`` = the input's mesh; pose correction off:
         the canonical mesh is no SDF level set), with ``stats["video_fit"]``.
     """
-    with torch_threads(cfg.threads or cpu_count()):
+    with torch_threads(cfg.threads):
         return _fit_avatar_to_video(avatar, tracks, recon, frames, body, cfg, progress)
 
 
@@ -985,7 +985,7 @@ def refit_poses(avatar, body, tracks, params: SMPLXParams, clip_frames: list[int
     Returns:
         the clip frames that had a mask (others are dropped) and their refit parameters (B = that many).
     """
-    with torch_threads(cfg.threads or cpu_count()):
+    with torch_threads(cfg.threads):
         return _refit_poses(avatar, body, tracks, params, clip_frames, cfg, progress)
 
 

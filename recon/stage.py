@@ -35,7 +35,7 @@ from tracking.artifact import Tracks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconConfig", "FrameResult", "FrameCache", "cache_key", "run_recon", "run_recon_shard", "frames_to_reconstruct", "reconstruct_frame", "load_models", "crop_size", "CHECKPOINT_DIR"]
+__all__ = ["ReconConfig", "FrameResult", "FrameCache", "cache_key", "run_recon", "run_recon_shard", "worker_count", "frames_to_reconstruct", "reconstruct_frame", "load_models", "crop_size", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_NORMAL_NET = "normal_net.safetensors"
@@ -76,6 +76,13 @@ class ReconConfig:
     save_maps: write a PNG per frame with the crop, body and predicted normal maps to out_dir.
     resume: keep each finished frame in a cache (``<run_dir>/.recon_frames``) so an interrupted stage
         restarts where it stopped; frames are reused only for the same tracks, config and checkpoints.
+    workers: on the CPU, this many processes reconstruct frames side by side, each on its share of the cores
+        (null: one per core of torch's thread count, i.e. the pipeline's ``threads`` or else every core, at most 4,
+        when at least 4 frames are left; 1: all frames in this process, on all those threads); the workers split
+        that count between them. A frame's work is many small operations that one thread keeps busy
+        better than two: on 2 cores (2026-12-03, studio clip) one frame took 6.1 s on 2 threads and 7.7 s on
+        one, two workers 3.75 s a frame together. Each worker loads the body model and the networks once
+        (~1 GB). A worker that fails leaves its unfinished frames to this process. CUDA runs one process.
     """
 
     normal_net_ckpt: str | None = None
@@ -95,6 +102,11 @@ class ReconConfig:
     device: str = "cpu"
     save_maps: bool = True
     resume: bool = True
+    workers: int | None = None
+
+    def __post_init__(self):
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"ReconConfig.workers must be null (one per core) or >= 1, got {self.workers}")
 
 
 def resolve_checkpoint(path: str | None, default: str) -> Path:
@@ -321,7 +333,7 @@ def cache_key(tracks, cfg: ReconConfig) -> str:
 
     h = hashlib.sha1()
     c = asdict(cfg)
-    for k in ("frames", "max_frames", "save_maps", "device", "resume"):
+    for k in ("frames", "max_frames", "save_maps", "device", "resume", "workers"):
         c.pop(k, None)
     h.update(json.dumps(c, sort_keys=True, default=str).encode())
     for k in REFINED_PARAMS:
@@ -363,12 +375,16 @@ def _check_body(tracks: Tracks, body: BodyModel) -> None:
 
 
 def _reconstruct_frames(frames: list[int], tracks: Tracks, cfg: ReconConfig, body: BodyModel,
-                        out_dir: Path | None, cache: FrameCache | None, logger: RunLogger | None, desc: str):
+                        out_dir: Path | None, cache: FrameCache | None, logger: RunLogger | None, desc: str,
+                        progress: bool = True, fresh: dict[int, float] | None = None):
     """Reconstruct (or take from ``cache``) each of ``frames``: yields (frame, FrameRecon, parameter rows,
-    stats, seconds or None when it came from the cache). Maps PNGs go to ``out_dir`` (None: only the cache)."""
-    net, implicit = load_models(cfg)
+    stats, seconds or None when it came from the cache). Maps PNGs go to ``out_dir`` (None: only the cache).
+    ``fresh``: frames the workers of this run put in the cache, with their seconds: logged and yielded as
+    computed now."""
+    net = implicit = None  # loaded at the first frame not in the cache
     params = tracks.params.detach().to("cpu")
-    for i in tqdm(frames, desc=desc, unit="frame"):
+    fresh = fresh or {}
+    for i in tqdm(frames, desc=desc, unit="frame", disable=not progress):
         hit = cache.load(i) if cache is not None else None
         if hit is not None:
             fr, rows, st, png_path = hit
@@ -376,8 +392,14 @@ def _reconstruct_frames(frames: list[int], tracks: Tracks, cfg: ReconConfig, bod
                 import shutil
 
                 shutil.copyfile(png_path, out_dir / f"maps_{i:04d}.png")
-            yield i, fr, rows, st, None
+            if i in fresh and logger is not None:
+                logger.log_scalars({f"recon/{k}": float(val) for k, val in st.items()}, step=int(i))
+                if i == frames[0]:
+                    logger.log_mesh("recon/mesh", fr.verts, fr.faces, step=int(i))
+            yield i, fr, rows, st, fresh.get(i)
             continue
+        if net is None:
+            net, implicit = load_models(cfg)
         t_frame = time.perf_counter()
         res = reconstruct_frame(tracks.images[i], tracks.masks[i], tracks.camera, params[i], body, net, implicit, cfg)
         v, f, view, st = res.verts, res.faces, res.view, res.stats
@@ -421,15 +443,38 @@ def run_recon(tracks: Tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | 
     _check_body(tracks, body)
     frames = frames_to_reconstruct(tracks, cfg)
     params = tracks.params.detach().to("cpu").clone()
-    cache = FrameCache(cache_dir, cache_key(tracks, cfg)) if cache_dir is not None and cfg.resume else None
+    key = cache_key(tracks, cfg)
+    cache = FrameCache(cache_dir, key) if cache_dir is not None and cfg.resume else None
     if cache is not None:
         n_cached = sum(cache.path(i).exists() for i in frames)
         if n_cached:
             log.info("recon: resuming, %d of %d frames already done in %s", n_cached, len(frames), cache.dir)
+    todo = [i for i in frames if cache is None or not cache.path(i).exists()]
+    n_workers = worker_count(cfg, body, len(todo))
+    fresh: dict[int, float] = {}
+    own_cache = n_workers > 1 and cache is None  # the workers hand their frames over through a cache
+    if own_cache:
+        import tempfile
+
+        cache = FrameCache(tempfile.mkdtemp(prefix="recon_frames_"), key)
+    try:
+        if n_workers > 1:
+            fresh = _run_workers(tracks, cfg, body, cache, key, todo, n_workers)
+        progress = not fresh or len(fresh) < len(todo)  # the workers' bar showed the rest
+        return _collect(frames, tracks, cfg, body, out_dir, cache, logger, params, fresh, n_workers, progress)
+    finally:
+        if own_cache:
+            cache.clear()
+
+
+def _collect(frames, tracks, cfg, body, out_dir, cache, logger, params, fresh, n_workers, progress) -> Recon:
+    """run_recon's loop over the frames (reconstructed here or taken from the cache) into the Recon."""
     out: list[FrameRecon] = []
     agg: dict[str, list] = {}
     secs: list[float] = []  # per computed (not cached) frame
-    for i, fr, rows, st, sec in _reconstruct_frames(frames, tracks, cfg, body, out_dir, cache, logger, "recon"):
+    frames_iter = _reconstruct_frames(frames, tracks, cfg, body, out_dir, cache, logger, "recon",
+                                      progress=progress, fresh=fresh)
+    for i, fr, rows, st, sec in frames_iter:
         for name, row in rows.items():
             getattr(params, name)[i] = row[0]
         out.append(fr)
@@ -440,11 +485,92 @@ def run_recon(tracks: Tracks, cfg: ReconConfig, body: BodyModel, out_dir: str | 
     n_new = len(secs)
     stats = {k: float(np.mean(v)) for k, v in agg.items()}
     spf = float(np.mean(secs)) if secs else None
-    stats.update({"frames": len(out), "frames_computed": n_new, "seconds_per_frame": spf, "config": _plain(cfg)})
-    log.info("recon: %d frames (%d computed now%s)", len(out), n_new, f", {spf:.2f} s/frame" if secs else "")
+    stats.update({"frames": len(out), "frames_computed": n_new, "seconds_per_frame": spf, "workers": n_workers,
+                  "config": _plain(cfg)})
+    how = f" by {n_workers} workers" if fresh else ""
+    log.info("recon: %d frames (%d computed now%s%s)", len(out), n_new, how,
+             f", {spf:.2f} s/frame" if secs else "")
     if cache is not None:
         cache.clear()
     return Recon(tuple(out), params[torch.tensor(frames)], stats)
+
+
+def worker_count(cfg: ReconConfig, body: BodyModel, n_frames: int) -> int:
+    """How many processes reconstruct ``n_frames`` frames (``ReconConfig.workers``; 1: this process alone).
+
+    More than one only on the CPU, for a body model that records its config (another process rebuilds it), and
+    never more than the frames; ``workers: null`` takes one per core, at most 4, from 4 frames on.
+    """
+    if cfg.device != "cpu" or getattr(body, "config", None) is None:
+        return 1
+    if cfg.workers is None:
+        return min(_thread_budget(), 4) if n_frames >= 4 else 1
+    return max(1, min(cfg.workers, n_frames))
+
+
+def _thread_budget() -> int:
+    """The cores this stage may use: torch's thread count (the pipeline's ``threads``, else every core), at most
+    the cores this process may run on."""
+    from foundation.threads import cpu_count
+
+    return max(1, min(torch.get_num_threads(), cpu_count()))
+
+
+def _recon_worker(tracks: Tracks, cfg: ReconConfig, body_config, cache_dir: str, key: str, frames: list[int],
+                  threads: int) -> None:
+    """One worker process: ``frames`` into the cache at ``cache_dir`` on ``threads`` torch threads."""
+    import logging as _logging
+
+    from foundation.body.model import build_body_model
+
+    _logging.basicConfig(level=_logging.WARNING, format="[recon worker] %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(threads)
+    body = build_body_model(body_config)
+    cache = FrameCache(cache_dir, key)
+    for _ in _reconstruct_frames(frames, tracks, cfg, body, None, cache, None, "", progress=False):
+        pass
+
+
+def _run_workers(tracks: Tracks, cfg: ReconConfig, body: BodyModel, cache: FrameCache, key: str,
+                 todo: list[int], n_workers: int) -> dict[int, float]:
+    """Reconstruct ``todo`` in ``n_workers`` spawned processes (every n-th frame each) into ``cache``.
+
+    Shows one progress bar over all of them. A worker that fails is reported, not raised: the frames it did not
+    finish are missing from the cache, so the caller's loop reconstructs them (and raises what a frame raises).
+
+    Returns:
+        frame -> seconds (the wall time of this call over the frames finished here) for the frames now cached.
+    """
+    import multiprocessing as mp
+
+    threads = max(1, _thread_budget() // n_workers)
+    ctx = mp.get_context("spawn")  # a fork would copy torch's and Warp's thread pools mid-use
+    procs = [ctx.Process(target=_recon_worker, daemon=True,
+                         args=(tracks, cfg, body.config, str(cache.dir), key, todo[k::n_workers], threads))
+             for k in range(n_workers)]
+    log.info("recon: %d frames in %d worker processes, %d thread(s) each", len(todo), n_workers, threads)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=f"recon ({n_workers} workers)", unit="frame")
+    try:
+        for p in procs:
+            p.start()
+        while any(p.is_alive() for p in procs):
+            bar.update(sum(cache.path(i).exists() for i in todo) - bar.n)
+            time.sleep(0.5)
+        bar.update(sum(cache.path(i).exists() for i in todo) - bar.n)
+    finally:
+        bar.close()
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    for k, p in enumerate(procs):
+        if p.exitcode != 0:
+            log.warning("recon: worker %d of %d exited with code %s; this process reconstructs the frames it did "
+                        "not finish", k, n_workers, p.exitcode)
+    done = [i for i in todo if cache.path(i).exists()]
+    sec = (time.perf_counter() - t0) / max(len(done), 1)
+    return {i: sec for i in done}
 
 
 def run_recon_shard(tracks: Tracks, cfg: ReconConfig, body: BodyModel, cache_dir: str | Path, shard: int,

@@ -50,12 +50,17 @@ class BodyModelConfig:
 
 
 class BodyModel(nn.Module):
-    """Common interface. Buffers: ``faces`` (F, 3), ``lbs_weights`` (V, 55)."""
+    """Common interface. Buffers: ``faces`` (F, 3), ``lbs_weights`` (V, 55).
+
+    ``config``: the :class:`BodyModelConfig` it was built from (None for a model built otherwise); another
+    process rebuilds the same model from it (:func:`build_body_model`).
+    """
 
     name = "base"
     parents: tuple[int, ...] = SMPLX_PARENTS
     faces: torch.Tensor
     lbs_weights: torch.Tensor
+    config: BodyModelConfig | None = None
 
     def __init__(self, num_betas: int, num_expression: int) -> None:
         super().__init__()
@@ -152,6 +157,7 @@ class AnnyBody(BodyModel):
 
     def __init__(self, cfg: BodyModelConfig = BodyModelConfig()) -> None:
         super().__init__(cfg.num_betas, cfg.num_expression)
+        self.config = cfg
         self.anny = _load_anny(cfg.cache_dir)
         labels = list(self.anny.bone_labels)
         bone_parents = list(self.anny.bone_parents)
@@ -269,6 +275,7 @@ class SMPLXBody(BodyModel):
 
     def __init__(self, cfg: BodyModelConfig) -> None:
         super().__init__(cfg.num_betas, cfg.num_expression)
+        self.config = cfg
         if not cfg.model_path:
             raise ValueError("body.backend=smplx needs body.model_path=/path/to/SMPLX_NEUTRAL.npz")
         path = Path(cfg.model_path)

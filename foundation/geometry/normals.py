@@ -55,7 +55,11 @@ def face_normals(verts: torch.Tensor, faces: torch.Tensor, *, normalize: bool = 
     """
     check_mesh(verts, faces, where="face_normals")
     faces = faces.long()
-    v0, v1, v2 = (verts.index_select(-2, faces[:, i]) for i in range(3))  # ~2x faster than verts[..., f, :]
+    if verts.ndim == 2 or not verts.requires_grad:
+        # ~2x faster than verts[..., f, :] forward and backward for (V, 3), and without a gradient
+        v0, v1, v2 = (verts.index_select(-2, faces[:, i]) for i in range(3))
+    else:  # batched with a gradient: index_select's backward is ~1.4x slower there (8 x 54,848 verts)
+        v0, v1, v2 = (verts[..., faces[:, i], :] for i in range(3))
     n = torch.cross(v1 - v0, v2 - v0, dim=-1)
     if normalize:
         n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)

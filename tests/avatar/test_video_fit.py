@@ -258,10 +258,10 @@ def test_neighbour_start_interpolates_the_training_frames_corrections():
 
 
 def test_fit_and_refit_run_on_their_own_thread_count(monkeypatch):
-    """``threads`` sets torch's thread count inside the fit and the held-out refit (None: every core), restored after;
-    the stage's own count (``avatar.threads``) does not reach them."""
+    """``threads`` sets torch's thread count inside the fit and the held-out refit, restored after; None keeps the
+    caller's (the stage's ``avatar.threads``, the pipeline's ``threads``)."""
     import avatar.video_fit as vf
-    from foundation.threads import cpu_count, torch_threads
+    from foundation.threads import torch_threads
 
     seen = []
     monkeypatch.setattr(vf, "_fit_avatar_to_video", lambda *a: seen.append(torch.get_num_threads()))
@@ -269,10 +269,12 @@ def test_fit_and_refit_run_on_their_own_thread_count(monkeypatch):
     with torch_threads(1):
         vf.fit_avatar_to_video(None, None, None, [], None, VideoFitConfig())
         vf.refit_poses(None, None, None, None, [], VideoFitConfig())
+        vf.fit_avatar_to_video(None, None, None, [], None, VideoFitConfig(threads=3))
+        assert torch.get_num_threads() == 1
         torch.set_num_threads(2)
         vf.refit_poses(None, None, None, None, [], VideoFitConfig(threads=1))
         assert torch.get_num_threads() == 2
-    assert seen == [cpu_count(), cpu_count(), 1]
+    assert seen == [1, 1, 3, 1]
     with pytest.raises(ValueError, match="threads"):
         VideoFitConfig(threads=0)
 

@@ -331,3 +331,65 @@ def test_refinement_losses_do_not_depend_on_the_crop_size(anny_body):
     assert abs(a["silhouette"] - b["silhouette"]) < 0.1 * a["silhouette"]
     assert abs(a["normal"] - b["normal"]) < 0.15 * a["normal"]
     assert abs(c["silhouette"] - a["silhouette"]) > abs(b["silhouette"] - a["silhouette"])  # 128 px differs more
+
+
+def _small_recon_cfg(tmp_path, **kw):
+    from recon.implicit import ImplicitNet
+    from recon.mesh import ExtractConfig
+    from recon.normal_net import save_checkpoint
+    from recon.refine import RefineConfig
+    from recon.stage import ReconConfig
+
+    save_checkpoint(NormalNet(NormalNetConfig(width=8, levels=2, max_width=16)), tmp_path / "n.safetensors", {})
+    save_checkpoint(ImplicitNet(), tmp_path / "i.safetensors", {})
+    return ReconConfig(normal_net_ckpt=str(tmp_path / "n.safetensors"), implicit_ckpt=str(tmp_path / "i.safetensors"),
+                       crop_size=64, refine=RefineConfig(iters=2, loops=1), extract=ExtractConfig(coarse_res=16, fine_res=64),
+                       **kw)
+
+
+def test_worker_processes_give_the_frames_this_process_gives(anny_body, tiny_tracks, tmp_path):
+    """Two spawned workers, each on its share of the cores, reconstruct the clip's frames exactly as this process
+    does on as many threads; their frames are logged, the maps copied, and no cache is left behind."""
+    import dataclasses
+
+    from foundation.threads import cpu_count, torch_threads
+    from recon.stage import run_recon
+
+    import tempfile
+    from pathlib import Path
+
+    temp_before = set(Path(tempfile.gettempdir()).glob("recon_frames_*"))
+    cfg = _small_recon_cfg(tmp_path, workers=2)
+    log = _Logger()
+    got = run_recon(tiny_tracks, cfg, anny_body, tmp_path / "w", log)  # no cache_dir: a temporary one
+    assert got.stats["workers"] == 2 and got.stats["frames_computed"] == 2
+    with torch_threads(max(1, min(torch.get_num_threads(), cpu_count()) // 2)):
+        ref = run_recon(tiny_tracks, dataclasses.replace(cfg, workers=1), anny_body, tmp_path / "one")
+    assert ref.stats["workers"] == 1
+    for a, b in zip(got.frames, ref.frames):
+        np.testing.assert_array_equal(a.verts, b.verts)
+        np.testing.assert_array_equal(a.colors, b.colors)
+    assert torch.equal(got.params.body_pose, ref.params.body_pose)
+    assert not torch.equal(got.params.body_pose, tiny_tracks.params.body_pose)  # the refinement ran in them
+    assert len(log.scalars) == 2 and log.meshes
+    assert (tmp_path / "w" / "maps_0000.png").exists() and (tmp_path / "w" / "maps_0001.png").exists()
+    assert set(Path(tempfile.gettempdir()).glob("recon_frames_*")) == temp_before
+
+
+def test_a_failing_worker_leaves_its_frames_to_this_process(anny_body, tiny_tracks, tmp_path, monkeypatch, caplog):
+    """Workers that cannot build the body model exit; the stage warns and reconstructs every frame itself."""
+    from foundation.body.model import BodyModelConfig
+    from recon.stage import run_recon, worker_count
+
+    cfg = _small_recon_cfg(tmp_path, workers=2, save_maps=False)
+    assert worker_count(cfg, anny_body, 1) == 1 and worker_count(cfg, anny_body, 5) == 2
+    monkeypatch.setattr(anny_body, "config", BodyModelConfig(backend="smplx", model_path=None))
+    with caplog.at_level("WARNING", logger="recon.stage"):
+        rec = run_recon(tiny_tracks, cfg, anny_body, tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert rec.frame_indices == [0, 1] and rec.stats["frames_computed"] == 2
+    assert sum("exited with code" in r.getMessage() for r in caplog.records) == 2
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setattr(anny_body, "config", None)  # a body another process cannot rebuild: one process
+    assert worker_count(cfg, anny_body, 5) == 1
+    with pytest.raises(ValueError, match="workers"):
+        _small_recon_cfg(tmp_path, workers=0)
