@@ -94,7 +94,9 @@ class VideoFitConfig:
     offsets; w_offset: change of the offsets from their start (the fusion surface: silhouettes do
     not constrain depth); w_pose: refined pose vs the tracked one (weak: it only holds what silhouettes do not
     see, such as a limb's twist).  max_offset: clamp (m) of the
-    offsets.  refine_pose: optimise per-frame pose and translation.  face_from_body: the face
+    offsets.  refine_pose: optimise per-frame pose and translation.  coarse_poses: phase 1 (poses alone) renders
+    the template before its subdivision, with the same offsets at its vertices (a quarter of the faces; phase 2
+    then refines the poses on the subdivided mesh).  face_from_body: the face
     (:func:`~foundation.body.skeleton.face_vertices`) keeps the body template's shape, as the hands do (offsets 0):
     the fusion surface has no eyes or mouth, and pulled onto it the template's eyes, lips and mouth fold up (the
     fit then crumples the whole face; studio clip).  texture_size: R of the R x R texture;
@@ -163,6 +165,7 @@ class VideoFitConfig:
     w_pose: float = 0.05
     max_offset: float = 0.12
     refine_pose: bool = True
+    coarse_poses: bool = True
     face_from_body: bool = True
     residual_iters: int = 24
     lr_residual: float = 2.5e-3
@@ -483,8 +486,8 @@ def _refined(frames: list[FitFrame], d_pose: torch.Tensor, d_transl: torch.Tenso
 def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor, rest_joints: torch.Tensor,
                  parents, frames: list[FitFrame], cfg: VideoFitConfig, offsets: torch.Tensor | None = None,
                  frozen: torch.Tensor | None = None, fit_offsets: bool = True, progress: bool = True,
-                 desc: str = "video fit", colors: torch.Tensor | None = None, pose_offsets=None
-                 ) -> tuple[torch.Tensor, list[SMPLXParams], dict]:
+                 desc: str = "video fit", colors: torch.Tensor | None = None, pose_offsets=None,
+                 coarse_faces: torch.Tensor | None = None) -> tuple[torch.Tensor, list[SMPLXParams], dict]:
     """Analysis by synthesis (module doc, step 2), in two phases.
 
     1. **Poses** (``pose_iters``, if ``refine_pose``): every frame's pose and translation alone, the mesh
@@ -503,6 +506,8 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         colors: (V, 3) float in [0, 1], the photometric term's starting vertex colours (None: no such term).
         pose_offsets: None, or a differentiable map (B, 55, 3) poses -> (B, V, 3) canonical offsets added before
             skinning (the avatar's :class:`~avatar.pose_space.PoseSpaceDeformation`, for the held-out refit).
+        coarse_faces: (F0, 3) faces over the first V0 vertices (the template before :func:`template_mesh`'s
+            subdivision, whose vertices come first): phase 1 poses that coarser mesh (with ``pose_offsets`` None).
     Returns:
         offsets (V, 3), the frames' refined parameters (one ``SMPLXParams`` each), a dict of final losses.
     """
@@ -525,11 +530,14 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
     rng = np.random.default_rng(cfg.seed)
     losses: dict[str, float] = {}
 
-    def posed_of(pick, d):
+    def posed_of(pick, d, n_verts=None):
         pose = pose0[pick].clone()
         pose[:, :22] = pose[:, :22] + d_pose[pick]
         v = verts + d if pose_offsets is None else (verts + d)[None] + pose_offsets(pose)
-        return pose_mesh(v, weights, rest_joints, parents, pose, transl0[pick] + d_transl[pick])
+        w = weights
+        if n_verts is not None:  # the coarse template's vertices
+            v, w = v[..., :n_verts, :], weights[:n_verts]
+        return pose_mesh(v, w, rest_joints, parents, pose, transl0[pick] + d_transl[pick])
 
     def pose_prior(pick):
         return cfg.w_pose * (d_pose[pick].square().sum((1, 2)).mean() + 10 * d_transl[pick].square().sum(-1).mean())
@@ -547,6 +555,9 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
         opt = torch.optim.Adam([{"params": [d_pose], "lr": cfg.lr_pose}, {"params": [d_transl], "lr": cfg.lr_transl}])
         sched = decay(opt, cfg.pose_iters)
         d = off.detach()
+        use_coarse = coarse_faces is not None and pose_offsets is None
+        f1 = coarse_faces.long().to(dev) if use_coarse else faces
+        n1 = int(f1.max()) + 1 if use_coarse else None
         bar = tqdm(range(cfg.pose_iters), desc=f"{desc}: poses", leave=False, disable=not progress)
         for it in bar:
             sigma = sigma_at(it, cfg.pose_iters)
@@ -554,7 +565,7 @@ def fit_geometry(verts: torch.Tensor, faces: torch.Tensor, weights: torch.Tensor
             total = 0.0
             for c0 in range(0, n, cfg.pose_chunk):  # every frame, a chunk at a time (the terms are per frame)
                 pick = np.arange(c0, min(c0 + cfg.pose_chunk, n))
-                sil = _silhouette_loss(posed_of(pick, d), faces, small, pick, sigma)
+                sil = _silhouette_loss(posed_of(pick, d, n1), f1, small, pick, sigma)
                 loss = (sil + len(pick) * pose_prior(pick)) / n
                 loss.backward()
                 total += float(sil.detach())
@@ -882,8 +893,9 @@ def _fit_avatar_to_video(avatar, tracks, recon, frames: list[int], body, cfg: Vi
     if cfg.w_photo > 0:  # the photometric term starts at the fusion's colours
         cp0 = signed_distance(verts + off0, fm.verts.float(), fm.faces.long())
         col0 = _surface_colors(fm, cp0) / 255.0
+    coarse = body.faces.long() if cfg.coarse_poses and cfg.subdivide > 0 else None
     off, refined, losses = fit_geometry(verts, faces, W, rest_j, body.parents, ff, cfg, off0, on_body,
-                                        progress=progress, colors=col0)
+                                        progress=progress, colors=col0, coarse_faces=coarse)
     seconds["silhouette"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     canon = verts + off

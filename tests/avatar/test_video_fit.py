@@ -179,6 +179,38 @@ def test_pose_phase_undoes_a_perturbed_pose(toy):
     torch.testing.assert_close(SMPLXParams.cat(same).transl, bad.transl)
 
 
+def test_pose_phase_on_the_coarse_template_fits_as_the_subdivided_mesh_does(toy, monkeypatch):
+    """``coarse_faces``: phase 1 renders only the template's own vertices and faces (the subdivision's come after
+    them) and brings the shifted, bent poses back as the subdivided mesh does (the same surface)."""
+    import avatar.video_fit as vf
+    from foundation.body.params import SMPLXParams
+
+    body, subject, recon, tracks, rest_j = toy
+    faces = subject.faces.long()
+    verts, faces1, W1, _ = template_mesh(subject.canonical_verts.float(), faces, body.lbs_weights, 1)
+    bad = recon.params.clone()
+    bad.transl = bad.transl + torch.tensor([0.03, -0.02, 0.0], dtype=bad.transl.dtype)
+    bad.body_pose[:, 15] = bad.body_pose[:, 15] + 0.3
+    frames = fit_frames(tracks, bad, list(range(len(recon.frames))), with_images=False)
+    cfg = VideoFitConfig(pose_iters=40, max_side=128, sigma_px_start=4.0)
+    seen, real = [], vf._silhouette_loss
+    monkeypatch.setattr(vf, "_silhouette_loss", lambda posed, f, *a: (seen.append((posed.shape[1], len(f))),
+                                                                        real(posed, f, *a))[1])
+    _, fine, _ = fit_geometry(verts, faces1, W1, rest_j, body.parents, frames, cfg, fit_offsets=False, progress=False)
+    n_fine = len(seen)
+    _, coarse, _ = fit_geometry(verts, faces1, W1, rest_j, body.parents, frames, cfg, fit_offsets=False,
+                                progress=False, coarse_faces=faces)
+    V0 = subject.canonical_verts.shape[0]
+    assert set(seen[:n_fine]) == {(len(verts), len(faces1))} and set(seen[n_fine:]) == {(V0, len(faces))}
+    fine, coarse = SMPLXParams.cat(fine), SMPLXParams.cat(coarse)
+    err0 = (bad.transl - recon.params.transl)[:, :2].norm(dim=-1).mean()
+    err_c = (coarse.transl - recon.params.transl)[:, :2].norm(dim=-1).mean()
+    gap = (coarse.transl - fine.transl).norm(dim=-1).mean()
+    assert float(err_c) < 0.5 * float(err0) and float(gap) < 0.1 * float(err0), (err0, err_c, gap)
+    shoulder = (coarse.body_pose[:, 15] - fine.body_pose[:, 15]).norm(dim=-1).mean()
+    assert float(shoulder) < 0.05, shoulder  # rad, of a 0.3 rad perturbation
+
+
 def test_initial_offsets_land_on_the_fusion_surface(toy):
     body, subject, *_ = toy
     rest = body.rest(subject.betas)[0][0]
