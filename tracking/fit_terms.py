@@ -3,8 +3,8 @@
 Terms (per frame unless noted), on pixel residuals divided by the clip's median person height:
 
 * keypoints: Geman-McClure robust squared residual, weighted by the landmark confidence and group;
-* priors: quadratic pose prior around the rest pose (per-joint weights), squared hinge on knee / elbow
-  hyper-extension, L2 on betas;
+* priors: quadratic pose prior around the rest pose (per-joint weights; not in a gap between frames with
+  keypoints, which the temporal terms fill alone), squared hinge on knee / elbow hyper-extension, L2 on betas;
 * temporal: velocity and acceleration of the 3D joints, acceleration of the pose parameters;
 * silhouette: projected subsampled body vertices must fall inside the person mask (distance
   transform, bilinear lookup) and the mask boundary must be covered (2D chamfer).
@@ -77,6 +77,15 @@ class Problem:
                 heights.append(float(self.uv[t, ok, 1].max() - self.uv[t, ok, 1].min()))
         self.scale = max(float(np.median(heights)) if heights else 0.5 * cam.height, 8.0)
         self.prior_w = torch.tensor([PRIOR[n] for n in SMPLX_JOINT_NAMES[1:22]], dtype=torch.float32)  # (21, 3)
+        # (T,) per-frame weight of the pose prior: 0 in a gap between frames with keypoints (the temporal
+        # terms interpolate it alone; the prior would pull the gap towards the rest pose), 1 elsewhere
+        seen = np.flatnonzero((self.w > 0).any(-1).numpy())
+        self.prior_frames = torch.ones(self.T)
+        if len(seen):
+            gap = torch.zeros(self.T, dtype=torch.bool)
+            gap[int(seen[0]): int(seen[-1]) + 1] = True
+            gap[torch.from_numpy(seen)] = False
+            self.prior_frames[gap] = 0.0
         self.sil = None
 
     # ---------------------------------------------------------------- terms
@@ -92,7 +101,8 @@ class Problem:
 
     def priors(self, body_aa: torch.Tensor, betas: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        out = {"pose_prior": cfg.w_pose_prior * (self.prior_w * body_aa.square()).sum((1, 2)).mean()}
+        per_frame = (self.prior_w * body_aa.square()).sum((1, 2))
+        out = {"pose_prior": cfg.w_pose_prior * (self.prior_frames * per_frame).mean()}
         lim = 0.0
         for name, axis, sign in LIMITS:
             a = body_aa[:, JI[name] - 1, axis] * sign
