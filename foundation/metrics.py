@@ -48,6 +48,18 @@ def _check(img, ref, mask):
     return a, b, m
 
 
+def mask_iou(a, b) -> float:
+    """Intersection over union of two (H, W) masks: bool, or float coverage (covered where > 0.5).
+
+    Two empty masks give 0."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"mask_iou: masks {a.shape} and {b.shape} differ in size")
+    a = a if a.dtype == bool else a > 0.5
+    b = b if b.dtype == bool else b > 0.5
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
 def psnr(img, ref, mask=None) -> float:
     """Peak signal-to-noise ratio in dB (peak 1.0) over the mask's pixels (all channels).
 

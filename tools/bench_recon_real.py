@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from foundation.body.model import BodyModelConfig, build_body_model  # noqa: E402
 from foundation.geometry.raycast import raycast  # noqa: E402
+from foundation.metrics import mask_iou  # noqa: E402
 from recon.artifact import Recon  # noqa: E402
 from tracking.artifact import Tracks  # noqa: E402
 
@@ -41,10 +42,6 @@ def silhouette(verts, faces, camera) -> np.ndarray:
     """(H, W) bool pixels whose ray hits the mesh."""
     hits = raycast(torch.as_tensor(verts, dtype=torch.float32), torch.as_tensor(faces, dtype=torch.long), camera)
     return torch.as_tensor(hits.mask).bool().numpy()
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 def mesh_topology(verts: np.ndarray, faces: np.ndarray) -> tuple[int, bool]:
@@ -80,8 +77,8 @@ def evaluate_run(run: Path, max_side: int = 512) -> tuple[dict, list]:
         sil = silhouette(fr.verts, fr.faces, cam_s)
         with torch.no_grad():
             bv = body(recon.params[k:k + 1]).vertices[0]
-        rec_ious.append(iou(sil, m))
-        body_ious.append(iou(silhouette(bv, body.faces, cam_s), m))
+        rec_ious.append(mask_iou(sil, m))
+        body_ious.append(mask_iou(silhouette(bv, body.faces, cam_s), m))
         c, w = mesh_topology(fr.verts, fr.faces)
         comps.append(c)
         closed.append(w)

@@ -49,6 +49,7 @@ from foundation.body import build_body_model  # noqa: E402
 from tracking.fit import pa_mpjpe  # noqa: E402
 from tracking.overlay import render_body  # noqa: E402
 from foundation.config import build  # noqa: E402
+from foundation.metrics import mask_iou  # noqa: E402
 from tracking.stage import TrackingConfig, body_vertices, run_tracking  # noqa: E402
 
 
@@ -66,10 +67,6 @@ class _Recorder:
 
     def log_mesh(self, name, verts, faces, step=None):
         pass
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 def evaluate(body, tracks, video) -> dict:
@@ -91,9 +88,9 @@ def evaluate(body, tracks, video) -> dict:
     for t in range(T):
         _, m = render_body(v_fit[t], body.faces, tracks.camera)
         _, g = render_body(v_gt[t], body.faces, video.camera)
-        iou_body.append(_iou(m, g))
-        iou_cloth.append(_iou(m, video.masks[t]))
-        iou_mp.append(_iou(tracks.masks[t] > 0.5, video.masks[t]))
+        iou_body.append(mask_iou(m, g))
+        iou_cloth.append(mask_iou(m, video.masks[t]))
+        iou_mp.append(mask_iou(tracks.masks[t] > 0.5, video.masks[t]))
     return {
         "pa_mpjpe_mm": round(float(pa.mean()), 1), "pa_mpjpe_mm_median": round(float(pa.median()), 1),
         "mpjpe_cam_mm": round(float(mp.mean()), 1),

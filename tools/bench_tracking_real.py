@@ -30,14 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from avatar.artifact import Avatar  # noqa: E402
 from foundation.body.model import BodyModelConfig, build_body_model  # noqa: E402
 from foundation.config import build  # noqa: E402
+from foundation.metrics import mask_iou  # noqa: E402
 from foundation.render import render_mesh  # noqa: E402
 from tracking.artifact import Tracks  # noqa: E402
-
-
-def iou(cover: np.ndarray, mask: np.ndarray) -> float:
-    """Mask IoU of a render's coverage (bool, or float: covered where > 0.5) against a bool mask."""
-    c = cover if cover.dtype == bool else cover > 0.5
-    return float((c & mask).sum() / max((c | mask).sum(), 1))
 
 
 def score(avatar: Avatar, body, tracks: Tracks, max_side: int) -> dict:
@@ -54,8 +49,8 @@ def score(avatar: Avatar, body, tracks: Tracks, max_side: int) -> dict:
                           interpolation=cv2.INTER_AREA) > 0.5
         if mask.sum() < 16:
             continue
-        a.append(iou(render_mesh(av[t], avatar.mesh.faces, cam, shading="flat", background=(0, 0, 0))[1], mask))
-        b.append(iou(render_mesh(bv[t], body.faces, cam, shading="flat", background=(0, 0, 0))[1], mask))
+        a.append(mask_iou(render_mesh(av[t], avatar.mesh.faces, cam, shading="flat", background=(0, 0, 0))[1], mask))
+        b.append(mask_iou(render_mesh(bv[t], body.faces, cam, shading="flat", background=(0, 0, 0))[1], mask))
     if not a:
         return {"avatar_iou": None, "body_iou": None, "frames": 0}
     return {"avatar_iou": round(float(np.mean(a)), 4), "body_iou": round(float(np.mean(b)), 4), "frames": len(a)}

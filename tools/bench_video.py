@@ -44,7 +44,7 @@ from avatar.posing import pose_transforms  # noqa: E402
 from avatar.video_fit import VideoFitConfig, refit_poses  # noqa: E402
 from foundation.body.model import BodyModelConfig, build_body_model  # noqa: E402
 from foundation.geometry.diff_render import edge_topology  # noqa: E402
-from foundation.metrics import lpips, lpips_status, psnr, ssim  # noqa: E402
+from foundation.metrics import lpips, lpips_status, mask_iou, psnr, ssim  # noqa: E402
 from foundation.render import render_mesh  # noqa: E402
 from recon.artifact import Recon  # noqa: E402
 from tracking.artifact import Tracks  # noqa: E402
@@ -57,8 +57,7 @@ def frame_metrics(img: np.ndarray, cover: np.ndarray, ref: np.ndarray, mask: np.
     render: a pixel counts as covered when more than half of its rays hit); ref, mask: the frame and person mask."""
     if cover.dtype != bool:
         cover = cover > 0.5
-    inter, union = (cover & mask).sum(), (cover | mask).sum()
-    out = {"mask_iou": float(inter / max(union, 1))}
+    out = {"mask_iou": mask_iou(cover, mask)}
     if not with_color:
         return out
     ys, xs = np.nonzero(mask)

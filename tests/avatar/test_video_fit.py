@@ -9,6 +9,7 @@ import torch
 from foundation.body.skeleton import hand_vertices
 from avatar.video_fit import (VideoFitConfig, bake_texture, fit_frames, fit_geometry, initial_offsets,
                               neighbour_start, pose_mesh, smooth_weights, template_mesh, uniform_laplacian)
+from foundation.metrics import mask_iou
 from foundation.render import render_mesh
 from foundation.texture import UVTexture, uv_atlas
 from tests.fixtures.toy import make_toy_subject, random_poses, toy_recon, toy_tracks
@@ -28,8 +29,7 @@ def toy(anny_body):
 
 def _iou(verts, faces, cam, mask):
     _, cov = render_mesh(verts, faces, cam, shading="flat")
-    m = mask > 0.5
-    return (cov & m).sum() / max((cov | m).sum(), 1)
+    return mask_iou(cov, mask)
 
 
 def _grid(n: int):

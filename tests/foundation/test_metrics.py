@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from foundation import metrics
-from foundation.metrics import LPIPSUnavailable, chamfer_cm, image_metrics, lpips, lpips_status, psnr, ssim
+from foundation.metrics import (LPIPSUnavailable, chamfer_cm, image_metrics, lpips, lpips_status, mask_iou, psnr,
+                                ssim)
 
 
 def _img(seed=0, h=48, w=40):
@@ -88,3 +89,17 @@ def test_chamfer_cm():
     assert chamfer_cm(v, f, v, f) < 1e-3  # point-to-surface: no sampling floor
     shifted = chamfer_cm(v, f, v * 1.04, f)  # 2 cm radial offset
     assert 1.9 < shifted < 2.1
+
+
+def test_mask_iou():
+    a = np.zeros((4, 4), bool)
+    a[:2] = True  # 8 pixels
+    b = np.zeros((4, 4), bool)
+    b[1:3] = True  # 8 pixels, 4 shared
+    assert mask_iou(a, b) == pytest.approx(4 / 12)
+    assert mask_iou(a, a) == 1.0
+    cover = np.where(b, 0.75, 0.25).astype(np.float32)  # float coverage: covered where > 0.5
+    assert mask_iou(cover, a) == pytest.approx(4 / 12)
+    assert mask_iou(np.zeros((4, 4), bool), np.zeros((4, 4), bool)) == 0.0
+    with pytest.raises(ValueError, match="differ in size"):
+        mask_iou(a, np.zeros((3, 4), bool))
